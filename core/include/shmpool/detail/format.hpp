@@ -1,0 +1,94 @@
+// The on-disk (in-mapping) format of a pool.  core/FORMAT.md describes it
+// field by field; this header is the single definition.
+//
+//   offset 0    pool_header   immutable after initialisation (128 bytes)
+//   offset 128  pool_control  waiters | wake_seq | slow-path counters, one line each
+//   offset 320  bitmap        bitmap_words(capacity) words, one per 64-byte line
+//   then        slot meta     capacity x {slot word, alloc count}, 16 bytes each
+//   then        data          capacity x elem_size bytes, 64-byte aligned
+//   total       rounded up to 4096
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+
+#include "shmpool/detail/slot_protocol.hpp"
+#include "shmpool/platform/linux.hpp"
+
+namespace shmpool::detail {
+
+using shm_platform = platform::linux_platform;
+
+// "SHMPOOL" + format generation, little-endian.
+inline constexpr std::uint64_t pool_magic = 0x314C4F4F504D4853ULL;       // "SHMPOOL1"
+inline constexpr std::uint64_t pool_init_magic = 0x54494E49504D4853ULL;  // "SHMPINIT": creator at work
+inline constexpr std::uint32_t format_version = 1;
+
+inline constexpr std::uint64_t header_bytes = 128;
+inline constexpr std::uint64_t control_offset = 128;
+inline constexpr std::uint64_t first_bitmap_offset = 320;
+inline constexpr std::uint64_t page_bytes = 4096;
+
+inline constexpr std::uint64_t max_capacity = std::uint64_t{1} << 32;
+inline constexpr std::uint64_t max_elem_size = std::uint64_t{1} << 30;
+inline constexpr std::uint64_t max_total_size = std::uint64_t{1} << 40;
+
+enum class variant_code : std::uint32_t { raw = 1, i64 = 2, i32 = 3, f64 = 4, str = 5 };
+
+struct pool_header {
+  std::uint64_t magic;        // pool_magic once initialised (written last)
+  std::uint32_t format;       // format_word(): version and layout sizes
+  std::uint32_t variant;      // variant_code
+  std::uint64_t capacity;     // slots
+  std::uint64_t elem_size;    // bytes per slot
+  std::uint64_t max_len;      // str pools: longest string; else 0
+  std::uint64_t bitmap_offset;
+  std::uint64_t meta_offset;
+  std::uint64_t data_offset;
+  std::uint64_t total_size;   // bytes mapped
+  std::uint64_t checksum;     // FNV-1a 64 of bytes [8, 72)
+  std::uint8_t reserved[48];
+};
+static_assert(sizeof(pool_header) == header_bytes);
+static_assert(sizeof(slot_meta<shm_platform>) == 16);
+static_assert(sizeof(bitmap_word<shm_platform>) == 64);
+static_assert(sizeof(pool_control<shm_platform>) == first_bitmap_offset - control_offset);
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free && std::atomic<int>::is_always_lock_free);
+// An all-zero or all-0xFF header is never valid: the magic is neither.
+static_assert(pool_magic != 0 && pool_magic != ~std::uint64_t{0});
+
+constexpr std::uint32_t format_word() noexcept {
+  return (format_version << 24) | ((sizeof(slot_meta<shm_platform>) / 8) << 16) |
+         ((sizeof(bitmap_word<shm_platform>) / 8) << 8) | (first_bitmap_offset / 64);
+}
+static_assert(format_word() != 0 && format_word() != 0xFFFFFFFFu);
+
+struct pool_layout {
+  variant_code variant;
+  std::uint64_t capacity, elem_size, max_len;
+  std::uint64_t bitmap_offset, meta_offset, data_offset, total_size;
+};
+
+// The layout a pool of these parameters has, or nothing if they are out of
+// range.  All arithmetic is overflow-checked by the range limits above.
+std::optional<pool_layout> compute_layout(variant_code v, std::uint64_t capacity, std::uint64_t elem_size,
+                                          std::uint64_t max_len) noexcept;
+
+std::uint64_t header_checksum(const pool_header& h) noexcept;
+
+// The elem_size a str pool of this max_len uses: a 4-byte length, then bytes.
+constexpr std::uint64_t str_elem_size(std::uint64_t max_len) noexcept { return (4 + max_len + 7) / 8 * 8; }
+
+// Validates a header copied out of the mapping against the file size.
+// Returns the layout, or the reason it is not acceptable (errc and text).
+struct header_verdict {
+  std::optional<pool_layout> layout;
+  int reason = 0;  // shmpool::errc value when layout is empty
+  const char* what = "";
+};
+header_verdict validate_header(const pool_header& h, std::uint64_t file_size) noexcept;
+
+const char* variant_name(variant_code v) noexcept;
+
+}  // namespace shmpool::detail

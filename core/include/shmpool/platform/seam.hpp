@@ -1,0 +1,53 @@
+// The platform seam: everything the pool and registry algorithms touch
+// outside plain memory.
+//
+// The algorithms in <shmpool/detail/*_protocol.hpp> are templates on a
+// Platform type `P` and reach shared state only through it:
+//
+//   P::atomic<T>                      an atomic object that may live in shared memory
+//   P::load/store/cas/exchange/fetch_* one atomic access, with an explicit order
+//   P::futex_wait(word, expected, timeout_ns) -> false on timeout
+//   P::futex_wake(word, count)
+//   P::now_ns()                       monotonic clock
+//   P::self_identity()                this process's owner identity (never 0)
+//   P::certainly_dead(identity)       true only when the owner is provably gone
+//   P::crash_point(site)              a place where a process may die
+//   P::cpu_relax()                    spin hint
+//
+// Implementations:
+//   linux_platform   (platform/linux.hpp)  production: std::atomic, futex(2), /proc
+//   relacy_platform  (model/relacy_platform.hpp) the Relacy model checker
+//
+// Crash points are no-ops unless the library is built with
+// SHMPOOL_CRASH_POINTS, where the Nth hit (SHMPOOL_CRASH_AT=N) SIGKILLs the
+// process; see stress/README.md.
+#pragma once
+
+#include <cstdint>
+
+namespace shmpool::platform {
+
+// Memory orders, spelled once so every implementation maps them to its own.
+enum class mo : std::uint8_t { relaxed, acquire, release, acq_rel, seq_cst };
+
+// Every numbered place where the sweep may kill a process.  Numbers are
+// stable: reports and replay commands refer to them.
+enum class crash_site : std::uint16_t {
+  alloc_claimed = 1,        // slot word is CLAIMING(me), bit not yet set
+  alloc_bit_set = 2,        // bit set, slot word still CLAIMING(me)
+  alloc_published = 3,      // slot word ALLOCATED(me)
+  free_marked = 10,         // slot word RELEASING(me), bit still set
+  free_bit_cleared = 11,    // bit clear, slot word still RELEASING(me)
+  free_done = 12,           // slot word 0, waiters not yet woken
+  alloc_n_partial = 20,     // some of a batch claimed, not all
+  alloc_n_rollback = 21,    // rolling a partial batch back
+  free_n_partial = 22,      // some of a batch released, wake not yet sent
+  recover_marked = 30,      // recoverer owns a dead slot as RELEASING(me)
+  recover_bit_cleared = 31, // dead slot's bit cleared, word not yet 0
+  reset_marked = 40,        // reset took a slot as RELEASING(me)
+  wait_registered = 50,     // waiter counted itself, not yet asleep
+  registry_inserted = 60,   // registry: entry written, not yet counted
+  registry_decremented = 61,// registry: count dropped, memory not yet freed
+};
+
+}  // namespace shmpool::platform

@@ -1,0 +1,306 @@
+// shmpool::pool and its typed variants: a fixed-size object pool in shared
+// memory for Linux.
+//
+// WHEN TO USE
+//   Processes (or threads) that hand each other fixed-size records through
+//   shared memory and need explicit alloc/free, blocking when full, and
+//   recovery of slots held by processes that died.
+//
+// DESIGN
+//   One mapping per pool: an immutable header, a bitmap (one bit per slot),
+//   one 64-bit slot word per slot naming its state and owner, and the data.
+//   The claim/release protocol lives in detail/slot_protocol.hpp, with its
+//   invariants; core/PROTOCOL.md tells the same story in prose, and
+//   core/FORMAT.md lays out the bytes.
+//
+// GUARANTEES
+//   - alloc, free, alloc_n and free_n are linearizable; no lock, no system
+//     call on the fast path (the futex is touched only when full/waiting).
+//   - A process killed at any instruction never costs a slot: one
+//     recover_stale() by a survivor frees every slot of a dead owner, and
+//     owners are identified by pid + start time (PID reuse is harmless).
+//   - Bounds come from the handle (validated at open), never from the
+//     mapping: a corrupted region yields errors or wrong values, not crashes.
+//   - One handle may be used by many threads at once; handles are move-only.
+//
+// ERRORS
+//   index >= capacity            std::out_of_range
+//   data access to a free slot   std::logic_error
+//   create/open/attach failures  shmpool::error (names the file/fd and why)
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "shmpool/error.hpp"
+
+namespace shmpool {
+
+using slot_index = std::uint64_t;
+
+// The seed's diagnostic counters.  Approximate while operations are in flight.
+struct pool_stats {
+  std::uint64_t capacity = 0;    // slots (immutable)
+  std::uint64_t elem_size = 0;   // bytes per slot (immutable)
+  std::uint64_t used = 0;        // allocated slots
+  std::uint64_t available = 0;   // capacity - used
+  std::uint64_t waiters = 0;     // processes blocked in alloc
+  std::uint64_t mmap_size = 0;   // bytes mapped
+  std::uint64_t allocs = 0;      // successful allocations, ever
+  std::uint64_t frees = 0;       // frees, ever, recoveries included
+  std::uint64_t waits = 0;       // allocs that had to wait
+  std::uint64_t timeouts = 0;    // allocs that timed out
+  std::uint64_t recoveries = 0;  // slots freed by recover_stale
+};
+
+enum class pool_variant : std::uint32_t { raw = 1, i64 = 2, i32 = 3, f64 = 4, str = 5 };
+
+namespace detail {
+class pool_core;
+class pool_base;
+}  // namespace detail
+
+// Frees its slot when destroyed.  Must not outlive the pool it came from
+// (moving the pool handle is fine).
+class slot_guard {
+ public:
+  slot_guard() noexcept = default;
+  slot_guard(slot_guard&& other) noexcept : core_(other.core_), index_(other.index_) { other.core_ = nullptr; }
+  slot_guard& operator=(slot_guard&& other) noexcept;
+  slot_guard(const slot_guard&) = delete;
+  slot_guard& operator=(const slot_guard&) = delete;
+  ~slot_guard();
+
+  slot_index index() const noexcept { return index_; }
+  bool owns_slot() const noexcept { return core_ != nullptr; }
+  // Gives up ownership without freeing; returns the index.
+  slot_index release() noexcept {
+    core_ = nullptr;
+    return index_;
+  }
+
+ private:
+  friend class detail::pool_base;
+  slot_guard(detail::pool_core* core, slot_index index) noexcept : core_(core), index_(index) {}
+  detail::pool_core* core_ = nullptr;
+  slot_index index_ = 0;
+};
+
+namespace detail {
+
+template <class Rep, class Period>
+std::int64_t to_timeout_ns(std::chrono::duration<Rep, Period> d) {
+  if (d <= d.zero()) return 0;
+  const auto ns = std::chrono::duration_cast<std::chrono::duration<double, std::nano>>(d).count();
+  return ns >= 9.0e18 ? -1 : (ns < 1 ? 1 : static_cast<std::int64_t>(ns));
+}
+
+// Everything the variants share.  Not used directly: see pool, i64_pool, ...
+class pool_base {
+ public:
+  pool_base(pool_base&&) noexcept;
+  pool_base& operator=(pool_base&&) noexcept;
+  pool_base(const pool_base&) = delete;
+  pool_base& operator=(const pool_base&) = delete;
+  ~pool_base();
+
+  // ---- allocation ----
+  std::optional<slot_index> alloc() { return alloc_for_ns(-1); }
+  template <class Rep, class Period>
+  std::optional<slot_index> alloc(std::chrono::duration<Rep, Period> d) { return alloc_for_ns(to_timeout_ns(d)); }
+  std::optional<slot_index> try_alloc() { return alloc_for_ns(0); }
+  bool free(slot_index i);
+
+  std::optional<std::vector<slot_index>> alloc_n(std::size_t n) { return alloc_n_for_ns(n, -1); }
+  template <class Rep, class Period>
+  std::optional<std::vector<slot_index>> alloc_n(std::size_t n, std::chrono::duration<Rep, Period> d) {
+    return alloc_n_for_ns(n, to_timeout_ns(d));
+  }
+  std::size_t free_n(std::span<const slot_index> slots);
+
+  // ---- guards ----
+  std::optional<slot_guard> alloc_guard() { return guard_of(alloc()); }
+  template <class Rep, class Period>
+  std::optional<slot_guard> alloc_guard(std::chrono::duration<Rep, Period> d) { return guard_of(alloc(d)); }
+  std::optional<slot_guard> try_alloc_guard() { return guard_of(try_alloc()); }
+
+  // ---- zero-copy ----
+  std::span<std::byte> slot(slot_index i) const;  // range-checked, not allocation-checked
+  void* ptr(slot_index i) const { return slot(i).data(); }
+  void* data_ptr() const noexcept;
+
+  // ---- status ----
+  bool is_allocated(slot_index i) const;
+  std::uint64_t capacity() const noexcept;
+  std::uint64_t elem_size() const noexcept;
+  std::uint64_t used() const;
+  std::uint64_t available() const { return capacity() - used(); }
+  pid_t owner(slot_index i) const;  // 0 when free
+  std::vector<slot_index> allocated_slots() const;
+  template <class F>
+  void each_allocated(F&& fn) const {
+    for (const slot_index i : allocated_slots()) fn(i);
+  }
+  pool_stats stats() const;
+  pool_variant variant() const noexcept;
+
+  // ---- recovery and health ----
+  std::size_t recover_stale();
+  void reset();
+  std::vector<std::string> check() const;
+
+  // ---- backing ----
+  const std::optional<std::filesystem::path>& path() const noexcept;
+  int memfd() const noexcept;  // -1 unless memfd-backed (or attached by from_fd)
+  void sync() const;
+  bool unlink() const;
+
+  // ---- eventfd ----
+  int eventfd();             // creates one (non-blocking, CLOEXEC) if none; returns it
+  void eventfd_set(int fd);  // uses the caller's fd (not closed by the pool)
+  int fileno() const noexcept;
+  bool notify() const;                // adds 1 to the eventfd; false if none
+  std::uint64_t eventfd_consume() const;  // drains and returns the counter (0 if none)
+
+ protected:
+  explicit pool_base(std::unique_ptr<pool_core> core) noexcept;
+  std::byte* data_of_allocated(slot_index i) const;  // throws unless allocated
+  std::uint64_t max_len_of() const noexcept;
+
+  static std::unique_ptr<pool_core> open_core(const std::filesystem::path& path, pool_variant v,
+                                              std::uint64_t capacity, std::uint64_t elem_size, std::uint64_t max_len);
+  static std::unique_ptr<pool_core> anonymous_core(pool_variant v, std::uint64_t capacity, std::uint64_t elem_size,
+                                                   std::uint64_t max_len);
+  static std::unique_ptr<pool_core> memfd_core(std::string_view name, pool_variant v, std::uint64_t capacity,
+                                               std::uint64_t elem_size, std::uint64_t max_len);
+  static std::unique_ptr<pool_core> fd_core(int fd, pool_variant v);
+
+ private:
+  std::optional<slot_index> alloc_for_ns(std::int64_t timeout_ns);
+  std::optional<std::vector<slot_index>> alloc_n_for_ns(std::size_t n, std::int64_t timeout_ns);
+  std::optional<slot_guard> guard_of(std::optional<slot_index> i) noexcept;
+
+  std::unique_ptr<pool_core> core_;
+};
+
+// alloc_set and friends for a variant whose set() takes V.
+template <class Derived, class V>
+class alloc_set_mixin {
+ public:
+  std::optional<slot_index> alloc_set(V v) { return fill(self().alloc(), v); }
+  template <class Rep, class Period>
+  std::optional<slot_index> alloc_set(V v, std::chrono::duration<Rep, Period> d) { return fill(self().alloc(d), v); }
+  std::optional<slot_index> try_alloc_set(V v) { return fill(self().try_alloc(), v); }
+
+ private:
+  Derived& self() { return static_cast<Derived&>(*this); }
+  std::optional<slot_index> fill(std::optional<slot_index> i, V v) {
+    if (i) self().set(*i, v);
+    return i;
+  }
+};
+
+// Integer pools: every data operation is one atomic on the slot.
+template <class T, pool_variant Variant>
+class integer_pool : public pool_base {
+ public:
+  T get(slot_index i) const;
+  void set(slot_index i, T v);
+  bool cas(slot_index i, T expected, T desired);
+  T cmpxchg(slot_index i, T expected, T desired);  // returns the old value
+  T xchg(slot_index i, T v);                       // returns the old value
+  T add(slot_index i, T delta);                    // returns the new value
+  T incr(slot_index i) { return add(i, T{1}); }
+  T decr(slot_index i) { return add(i, T{-1}); }
+
+ protected:
+  using pool_base::pool_base;
+};
+
+}  // namespace detail
+
+// Raw byte slots of any elem_size.
+class pool : public detail::pool_base, public detail::alloc_set_mixin<pool, std::span<const std::byte>> {
+ public:
+  static pool open(const std::filesystem::path& path, std::uint64_t capacity, std::uint64_t elem_size);
+  static pool anonymous(std::uint64_t capacity, std::uint64_t elem_size);
+  static pool memfd(std::string_view name, std::uint64_t capacity, std::uint64_t elem_size);
+  static pool from_fd(int fd);
+  using pool_base::memfd;
+
+  std::span<const std::byte> get(slot_index i) const;        // a view of the slot
+  void set(slot_index i, std::span<const std::byte> bytes);  // truncates, zero-fills the rest
+
+ private:
+  using pool_base::pool_base;
+};
+
+class i64_pool : public detail::integer_pool<std::int64_t, pool_variant::i64>,
+                 public detail::alloc_set_mixin<i64_pool, std::int64_t> {
+ public:
+  static i64_pool open(const std::filesystem::path& path, std::uint64_t capacity);
+  static i64_pool anonymous(std::uint64_t capacity);
+  static i64_pool memfd(std::string_view name, std::uint64_t capacity);
+  static i64_pool from_fd(int fd);
+  using pool_base::memfd;
+
+ private:
+  using integer_pool::integer_pool;
+};
+
+class i32_pool : public detail::integer_pool<std::int32_t, pool_variant::i32>,
+                 public detail::alloc_set_mixin<i32_pool, std::int32_t> {
+ public:
+  static i32_pool open(const std::filesystem::path& path, std::uint64_t capacity);
+  static i32_pool anonymous(std::uint64_t capacity);
+  static i32_pool memfd(std::string_view name, std::uint64_t capacity);
+  static i32_pool from_fd(int fd);
+  using pool_base::memfd;
+
+ private:
+  using integer_pool::integer_pool;
+};
+
+class f64_pool : public detail::pool_base, public detail::alloc_set_mixin<f64_pool, double> {
+ public:
+  static f64_pool open(const std::filesystem::path& path, std::uint64_t capacity);
+  static f64_pool anonymous(std::uint64_t capacity);
+  static f64_pool memfd(std::string_view name, std::uint64_t capacity);
+  static f64_pool from_fd(int fd);
+  using pool_base::memfd;
+
+  double get(slot_index i) const;
+  void set(slot_index i, double v);
+
+ private:
+  using pool_base::pool_base;
+};
+
+// Fixed-capacity strings: a slot holds up to max_len bytes.
+class str_pool : public detail::pool_base, public detail::alloc_set_mixin<str_pool, std::string_view> {
+ public:
+  static str_pool open(const std::filesystem::path& path, std::uint64_t capacity, std::uint64_t max_len);
+  static str_pool anonymous(std::uint64_t capacity, std::uint64_t max_len);
+  static str_pool memfd(std::string_view name, std::uint64_t capacity, std::uint64_t max_len);
+  static str_pool from_fd(int fd);
+  using pool_base::memfd;
+
+  std::uint64_t max_len() const noexcept { return max_len_of(); }
+  std::string get(slot_index i) const;
+  void set(slot_index i, std::string_view s);  // truncated to max_len()
+
+ private:
+  using pool_base::pool_base;
+};
+
+}  // namespace shmpool

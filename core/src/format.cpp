@@ -1,0 +1,131 @@
+// Layout computation and header validation (format.hpp, core/FORMAT.md).
+#include "shmpool/detail/format.hpp"
+
+#include <cstring>
+
+#include "shmpool/error.hpp"
+
+namespace shmpool {
+namespace {
+
+class category : public std::error_category {
+ public:
+  const char* name() const noexcept override { return "shmpool"; }
+  std::string message(int c) const override {
+    switch (static_cast<errc>(c)) {
+      case errc::bad_magic: return "not a shmpool pool (bad magic)";
+      case errc::unsupported_format: return "unsupported format version or layout";
+      case errc::wrong_variant: return "wrong pool variant";
+      case errc::truncated: return "truncated pool";
+      case errc::layout_mismatch: return "layout mismatch";
+      case errc::corrupt_header: return "corrupt header";
+      case errc::bad_argument: return "bad argument";
+      case errc::parameter_mismatch: return "existing pool has other parameters";
+    }
+    return "unknown shmpool error";
+  }
+};
+
+}  // namespace
+
+const std::error_category& error_category() noexcept {
+  static const category c;
+  return c;
+}
+
+namespace detail {
+namespace {
+
+constexpr std::uint64_t round_up(std::uint64_t v, std::uint64_t to) noexcept { return (v + to - 1) / to * to; }
+
+bool variant_known(std::uint32_t v) noexcept { return v >= 1 && v <= 5; }
+
+// The elem_size a variant must have, or 0 for "any" (raw).
+std::uint64_t fixed_elem_size(variant_code v, std::uint64_t max_len) noexcept {
+  switch (v) {
+    case variant_code::i64: return 8;
+    case variant_code::i32: return 4;
+    case variant_code::f64: return 8;
+    case variant_code::str: return str_elem_size(max_len);
+    case variant_code::raw: break;
+  }
+  return 0;
+}
+
+header_verdict reject(errc e, const char* what) noexcept { return {std::nullopt, static_cast<int>(e), what}; }
+
+}  // namespace
+
+const char* variant_name(variant_code v) noexcept {
+  switch (v) {
+    case variant_code::raw: return "raw";
+    case variant_code::i64: return "i64";
+    case variant_code::i32: return "i32";
+    case variant_code::f64: return "f64";
+    case variant_code::str: return "str";
+  }
+  return "unknown";
+}
+
+std::optional<pool_layout> compute_layout(variant_code v, std::uint64_t capacity, std::uint64_t elem_size,
+                                          std::uint64_t max_len) noexcept {
+  if (!variant_known(static_cast<std::uint32_t>(v))) return std::nullopt;
+  if (capacity == 0 || capacity > max_capacity) return std::nullopt;
+  if (v == variant_code::str && (max_len == 0 || max_len > max_elem_size - 8)) return std::nullopt;
+  if (v != variant_code::str && max_len != 0) return std::nullopt;
+  if (const std::uint64_t fixed = fixed_elem_size(v, max_len); fixed != 0 && elem_size != fixed) return std::nullopt;
+  if (elem_size == 0 || elem_size > max_elem_size) return std::nullopt;
+  pool_layout l{v, capacity, elem_size, max_len, 0, 0, 0, 0};
+  l.bitmap_offset = first_bitmap_offset;
+  l.meta_offset = l.bitmap_offset + bitmap_words(capacity) * sizeof(bitmap_word<shm_platform>);
+  l.data_offset = round_up(l.meta_offset + capacity * sizeof(slot_meta<shm_platform>), 64);
+  // capacity <= 2^32 and elem_size <= 2^30: the product fits easily.
+  l.total_size = round_up(l.data_offset + capacity * elem_size, page_bytes);
+  if (l.total_size > max_total_size) return std::nullopt;
+  return l;
+}
+
+std::uint64_t header_checksum(const pool_header& h) noexcept {
+  unsigned char bytes[sizeof(pool_header)];
+  std::memcpy(bytes, &h, sizeof bytes);
+  std::uint64_t x = 1469598103934665603ULL;
+  for (std::size_t i = 8; i < 72; ++i) x = (x ^ bytes[i]) * 1099511628211ULL;
+  return x;
+}
+
+// Each check names the field it protects; a mutant build skips exactly one.
+header_verdict validate_header(const pool_header& h, std::uint64_t file_size) noexcept {
+  if (h.magic == pool_init_magic) return reject(errc::truncated, "initialisation was never completed");
+  if (h.magic != pool_magic) return reject(errc::bad_magic, "bad magic");
+  if (h.format != format_word()) return reject(errc::unsupported_format, "unsupported format version or layout");
+  if (!variant_known(h.variant)) return reject(errc::corrupt_header, "unknown variant");
+  if (h.checksum != header_checksum(h)) return reject(errc::corrupt_header, "header checksum mismatch");
+  const auto v = static_cast<variant_code>(h.variant);
+#if !defined(SHMPOOL_MUTANT_HEADER_SKIP_CAPACITY)
+  if (h.capacity == 0 || h.capacity > max_capacity) return reject(errc::corrupt_header, "capacity out of range");
+#endif
+#if !defined(SHMPOOL_MUTANT_HEADER_SKIP_ELEM_SIZE)
+  if (h.elem_size == 0 || h.elem_size > max_elem_size) return reject(errc::corrupt_header, "elem_size out of range");
+  if (const std::uint64_t fixed = fixed_elem_size(v, h.max_len); fixed != 0 && h.elem_size != fixed)
+    return reject(errc::layout_mismatch, "elem_size does not match the variant");
+#endif
+  // The layout these parameters imply; every offset must agree with it.
+  pool_layout l{v, h.capacity, h.elem_size, h.max_len, h.bitmap_offset, h.meta_offset, h.data_offset, h.total_size};
+  if (const auto expected = compute_layout(v, h.capacity, h.elem_size, h.max_len)) {
+#if !defined(SHMPOOL_MUTANT_HEADER_SKIP_OFFSET)
+    if (expected->bitmap_offset != h.bitmap_offset || expected->meta_offset != h.meta_offset ||
+        expected->data_offset != h.data_offset)
+      return reject(errc::layout_mismatch, "section offsets disagree with capacity and elem_size");
+#endif
+    if (expected->total_size != h.total_size) return reject(errc::layout_mismatch, "total size disagrees with the layout");
+  } else {
+#if !defined(SHMPOOL_MUTANT_HEADER_SKIP_CAPACITY) && !defined(SHMPOOL_MUTANT_HEADER_SKIP_ELEM_SIZE)
+    return reject(errc::corrupt_header, "parameters out of range");
+#endif
+  }
+  if (h.total_size > file_size) return reject(errc::truncated, "file is smaller than the pool it describes");
+  return {l, 0, ""};
+}
+
+}  // namespace detail
+}  // namespace shmpool

@@ -1,0 +1,63 @@
+// linux_platform: futex(2), the monotonic clock, and crash points.
+#include "shmpool/platform/linux.hpp"
+
+#include <linux/futex.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+
+namespace shmpool::platform {
+
+bool linux_platform::futex_wait(atomic<int>& word, int expected, std::int64_t timeout_ns) noexcept {
+  static_assert(sizeof(atomic<int>) == sizeof(int));
+  timespec ts{};
+  timespec* tsp = nullptr;
+  if (timeout_ns >= 0) {
+    ts.tv_sec = static_cast<time_t>(timeout_ns / 1'000'000'000);
+    ts.tv_nsec = static_cast<long>(timeout_ns % 1'000'000'000);
+    tsp = &ts;
+  }
+  // Not FUTEX_PRIVATE: the word lives in a mapping shared between processes.
+  const long rc = ::syscall(SYS_futex, reinterpret_cast<int*>(&word), FUTEX_WAIT, expected, tsp, nullptr, 0);
+  return !(rc == -1 && errno == ETIMEDOUT);
+}
+
+void linux_platform::futex_wake(atomic<int>& word, int count) noexcept {
+  ::syscall(SYS_futex, reinterpret_cast<int*>(&word), FUTEX_WAKE, count, nullptr, nullptr, 0);
+}
+
+std::int64_t linux_platform::now_ns() noexcept {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+#if defined(SHMPOOL_CRASH_POINTS)
+namespace {
+std::atomic<std::uint64_t> g_crash_hits{0};
+std::atomic<std::uint64_t> g_crash_at{0};  // 0: never
+std::atomic<bool> g_crash_env_read{false};
+}  // namespace
+
+void arm_crash_point(std::uint64_t nth) noexcept {
+  g_crash_env_read.store(true);
+  g_crash_hits.store(0);
+  g_crash_at.store(nth);
+}
+
+std::uint64_t crash_points_hit() noexcept { return g_crash_hits.load(); }
+
+void crash_point_hit(crash_site) noexcept {
+  if (!g_crash_env_read.exchange(true)) {
+    if (const char* at = std::getenv("SHMPOOL_CRASH_AT")) g_crash_at.store(std::strtoull(at, nullptr, 10));
+  }
+  const std::uint64_t hit = g_crash_hits.fetch_add(1) + 1;
+  if (hit == g_crash_at.load()) ::kill(::getpid(), SIGKILL);
+}
+#endif
+
+}  // namespace shmpool::platform
