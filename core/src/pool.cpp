@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <sstream>
 #include <utility>
@@ -298,9 +299,28 @@ std::unique_ptr<pool_core> pool_base::fd_core(int fd_in, pool_variant v) {
 
 // ---- pool_base -------------------------------------------------------------------
 
-pool_base::pool_base(std::unique_ptr<pool_core> core) noexcept : core_(std::move(core)) {}
-pool_base::pool_base(pool_base&&) noexcept = default;
-pool_base& pool_base::operator=(pool_base&&) noexcept = default;
+static_assert(sizeof(slot_meta<shm_platform>) == 2 * sizeof(std::uint64_t) &&
+              make_slot_word(slot_state::allocated, 0) >> 62 == 2,
+              "pool_base::data_of_allocated hard-codes the slot meta stride and the ALLOCATED state");
+
+pool_base::pool_base(std::unique_ptr<pool_core> core) noexcept : core_(std::move(core)) {
+  hot_.data = core_->base_ + core_->layout_.data_offset;
+  hot_.meta = reinterpret_cast<const std::atomic<std::uint64_t>*>(core_->base_ + core_->layout_.meta_offset);
+  hot_.capacity = core_->layout_.capacity;
+  hot_.elem_size = core_->layout_.elem_size;
+}
+
+void pool_base::throw_out_of_range(slot_index i) const { core_->check_index(i); std::abort(); }
+void pool_base::throw_not_allocated(slot_index i) const {
+  throw std::logic_error("shmpool: slot " + std::to_string(i) + " is not allocated");
+}
+pool_base::pool_base(pool_base&& other) noexcept
+    : core_(std::move(other.core_)), hot_(std::exchange(other.hot_, hot_view{})) {}
+pool_base& pool_base::operator=(pool_base&& other) noexcept {
+  core_ = std::move(other.core_);
+  hot_ = std::exchange(other.hot_, hot_view{});
+  return *this;
+}
 pool_base::~pool_base() = default;
 
 std::optional<slot_index> pool_base::alloc_for_ns(std::int64_t timeout_ns) {
@@ -338,12 +358,6 @@ std::span<std::byte> pool_base::slot(slot_index i) const {
 }
 void* pool_base::data_ptr() const noexcept { return core_->base_ + core_->layout_.data_offset; }
 
-std::byte* pool_base::data_of_allocated(slot_index i) const {
-  core_->check_index(i);
-  if (!core_->proto_.is_allocated(i))
-    throw std::logic_error("shmpool: slot " + std::to_string(i) + " is not allocated");
-  return core_->data(i);
-}
 std::uint64_t pool_base::max_len_of() const noexcept { return core_->layout_.max_len; }
 
 bool pool_base::is_allocated(slot_index i) const {
@@ -450,43 +464,6 @@ std::uint64_t pool_base::eventfd_consume() const {
   if (fd < 0 || ::read(fd, &count, sizeof count) != sizeof count) return 0;
   return count;
 }
-
-// ---- integer pools -------------------------------------------------------------
-
-template <class T, pool_variant V>
-T integer_pool<T, V>::get(slot_index i) const {
-  return std::atomic_ref<T>(*reinterpret_cast<T*>(data_of_allocated(i))).load(std::memory_order_acquire);
-}
-template <class T, pool_variant V>
-void integer_pool<T, V>::set(slot_index i, T v) {
-  std::atomic_ref<T>(*reinterpret_cast<T*>(data_of_allocated(i))).store(v, std::memory_order_release);
-}
-template <class T, pool_variant V>
-bool integer_pool<T, V>::cas(slot_index i, T expected, T desired) {
-  return std::atomic_ref<T>(*reinterpret_cast<T*>(data_of_allocated(i)))
-      .compare_exchange_strong(expected, desired, std::memory_order_acq_rel, std::memory_order_acquire);
-}
-template <class T, pool_variant V>
-T integer_pool<T, V>::cmpxchg(slot_index i, T expected, T desired) {
-  std::atomic_ref<T>(*reinterpret_cast<T*>(data_of_allocated(i)))
-      .compare_exchange_strong(expected, desired, std::memory_order_acq_rel, std::memory_order_acquire);
-  return expected;
-}
-template <class T, pool_variant V>
-T integer_pool<T, V>::xchg(slot_index i, T v) {
-  return std::atomic_ref<T>(*reinterpret_cast<T*>(data_of_allocated(i))).exchange(v, std::memory_order_acq_rel);
-}
-template <class T, pool_variant V>
-T integer_pool<T, V>::add(slot_index i, T delta) {
-  // Wrapping arithmetic, as the hardware does it (no signed-overflow UB).
-  using U = std::make_unsigned_t<T>;
-  auto* p = reinterpret_cast<U*>(data_of_allocated(i));
-  const U old = std::atomic_ref<U>(*p).fetch_add(static_cast<U>(delta), std::memory_order_acq_rel);
-  return static_cast<T>(static_cast<U>(old + static_cast<U>(delta)));
-}
-
-template class integer_pool<std::int64_t, pool_variant::i64>;
-template class integer_pool<std::int32_t, pool_variant::i32>;
 
 }  // namespace detail
 

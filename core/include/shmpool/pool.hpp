@@ -31,6 +31,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -40,6 +41,8 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "shmpool/error.hpp"
@@ -174,7 +177,18 @@ class pool_base {
 
  protected:
   explicit pool_base(std::unique_ptr<pool_core> core) noexcept;
-  std::byte* data_of_allocated(slot_index i) const;  // throws unless allocated
+
+  // The data of slot i, which must be allocated.  Inline: every get/set and
+  // typed atomic goes through it.  Reads only bounds kept in the handle.
+  std::byte* data_of_allocated(slot_index i) const {
+    if (i >= hot_.capacity) [[unlikely]]
+      throw_out_of_range(i);
+    // Slot word i is the first of the two 64-bit words of slot meta i; state
+    // ALLOCATED is 2 in bits 63..62 (slot_protocol.hpp, checked in pool.cpp).
+    if ((hot_.meta[2 * i].load(std::memory_order_acquire) >> 62) != 2) [[unlikely]]
+      throw_not_allocated(i);
+    return hot_.data + i * hot_.elem_size;
+  }
   std::uint64_t max_len_of() const noexcept;
 
   static std::unique_ptr<pool_core> open_core(const std::filesystem::path& path, pool_variant v,
@@ -189,8 +203,17 @@ class pool_base {
   std::optional<slot_index> alloc_for_ns(std::int64_t timeout_ns);
   std::optional<std::vector<slot_index>> alloc_n_for_ns(std::size_t n, std::int64_t timeout_ns);
   std::optional<slot_guard> guard_of(std::optional<slot_index> i) noexcept;
+  [[noreturn]] void throw_out_of_range(slot_index i) const;
+  [[noreturn]] void throw_not_allocated(slot_index i) const;
 
+  struct hot_view {
+    std::byte* data = nullptr;
+    const std::atomic<std::uint64_t>* meta = nullptr;
+    std::uint64_t capacity = 0;
+    std::uint64_t elem_size = 0;
+  };
   std::unique_ptr<pool_core> core_;
+  hot_view hot_;
 };
 
 // alloc_set and friends for a variant whose set() takes V.
@@ -214,17 +237,30 @@ class alloc_set_mixin {
 template <class T, pool_variant Variant>
 class integer_pool : public pool_base {
  public:
-  T get(slot_index i) const;
-  void set(slot_index i, T v);
-  bool cas(slot_index i, T expected, T desired);
-  T cmpxchg(slot_index i, T expected, T desired);  // returns the old value
-  T xchg(slot_index i, T v);                       // returns the old value
-  T add(slot_index i, T delta);                    // returns the new value
+  T get(slot_index i) const { return ref(i).load(std::memory_order_acquire); }
+  void set(slot_index i, T v) { ref(i).store(v, std::memory_order_release); }
+  bool cas(slot_index i, T expected, T desired) {
+    return ref(i).compare_exchange_strong(expected, desired, std::memory_order_acq_rel, std::memory_order_acquire);
+  }
+  T cmpxchg(slot_index i, T expected, T desired) {  // returns the old value
+    ref(i).compare_exchange_strong(expected, desired, std::memory_order_acq_rel, std::memory_order_acquire);
+    return expected;
+  }
+  T xchg(slot_index i, T v) { return ref(i).exchange(v, std::memory_order_acq_rel); }  // returns the old value
+  T add(slot_index i, T delta) {  // returns the new value; wraps like the hardware (no signed-overflow UB)
+    using U = std::make_unsigned_t<T>;
+    std::atomic_ref<U> u(*reinterpret_cast<U*>(data_of_allocated(i)));
+    const U old = u.fetch_add(static_cast<U>(delta), std::memory_order_acq_rel);
+    return static_cast<T>(static_cast<U>(old + static_cast<U>(delta)));
+  }
   T incr(slot_index i) { return add(i, T{1}); }
   T decr(slot_index i) { return add(i, T{-1}); }
 
  protected:
   using pool_base::pool_base;
+
+ private:
+  std::atomic_ref<T> ref(slot_index i) const { return std::atomic_ref<T>(*reinterpret_cast<T*>(data_of_allocated(i))); }
 };
 
 }  // namespace detail
