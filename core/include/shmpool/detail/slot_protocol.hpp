@@ -46,6 +46,9 @@
 //   after bit set             same
 //   after RELEASING(me)       recovery (seeing me dead) takes it over and finishes
 //   after bit cleared         same; the slot is unclaimable until then (never leaked)
+//   after FREE, before wake   sleepers may miss this free: recover_stale()
+//                             always wakes waiters, so a survivor's recovery
+//                             closes it (stress.sweep_wakeup_after_killed_freer)
 //   asleep, registered        waiters stays one too high: frees make a wake
 //                             syscall they did not need; nothing is lost.
 // There is no window where a slot is taken but names nobody (the seed's
@@ -218,10 +221,11 @@ class slot_protocol {
       ++freed;
     }
     freed += repair_orphan_bits(me);
-    if (freed != 0) {
-      P::fetch_add(v_.control->recoveries, std::uint64_t{freed}, mo::relaxed);
-      wake_waiters();
-    }
+    if (freed != 0) P::fetch_add(v_.control->recoveries, std::uint64_t{freed}, mo::relaxed);
+    // Wake even when nothing was freed here: a freer killed between its FREE
+    // store and its wake (crash_site::free_done) left sleepers behind a free
+    // slot.  Regression: stress.sweep_wakeup_after_killed_freer.
+    wake_waiters();
     return freed;
   }
 
@@ -388,10 +392,15 @@ class slot_protocol {
         bits &= bits - 1;
         const std::uint64_t s = w * 64 + b;
         std::uint64_t expected = 0;
-        if (P::cas(v_.meta[s].word, expected, make_slot_word(slot_state::releasing, me), O::mark)) {
-          finish_release(s, crash_site::recover_bit_cleared);
-          ++repaired;
+        if (!P::cas(v_.meta[s].word, expected, make_slot_word(slot_state::releasing, me), O::mark)) continue;
+        // Our view of the bitmap may be stale: the slot may have been freed
+        // legitimately since.  Owning the word now, look again.
+        if (!bit_is_set(s, mo::acquire)) {
+          P::store(v_.meta[s].word, std::uint64_t{0}, O::free_store);
+          continue;
         }
+        finish_release(s, crash_site::recover_bit_cleared);
+        ++repaired;
       }
     }
     return repaired;
