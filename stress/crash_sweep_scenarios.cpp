@@ -1,0 +1,102 @@
+// Known states and operations of the crash-point sweep.
+#include "crash_sweep_scenarios.hpp"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <stdexcept>
+
+namespace stress {
+namespace {
+
+using shmpool::detail::make_slot_word;
+using shmpool::detail::slot_state;
+
+void parent_takes(sweep_pool& sp, std::size_t n) {
+  auto got = sp.pool.alloc_n(n, std::chrono::milliseconds(0));
+  if (!got) throw std::runtime_error("sweep: cannot prepare the pool");
+  for (const auto s : *got) {
+    sp.pool.set(s, 1000 + static_cast<std::int64_t>(s));
+    sp.parent_slots.insert(s);
+  }
+}
+
+shmpool::slot_index free_slot_for_planting(sweep_pool& sp) {
+  auto s = sp.pool.try_alloc();  // take it properly, then overwrite its word
+  if (!s) throw std::runtime_error("sweep: no slot to plant");
+  sp.planted.insert(*s);
+  return *s;
+}
+
+// Dead owners in every state recovery must finish, and a bit over a FREE word.
+void plant_dead_owners(sweep_pool& sp) {
+  std::uint64_t* dead = map_shared<std::uint64_t>();
+  leave_slots_to_a_dead_process(sp, 3, dead);
+  const auto claiming = free_slot_for_planting(sp);
+  sp.view.forge_word(claiming, make_slot_word(slot_state::claiming, *dead));
+  const auto releasing = free_slot_for_planting(sp);
+  sp.view.forge_word(releasing, make_slot_word(slot_state::releasing, *dead));
+  const auto orphan = free_slot_for_planting(sp);
+  sp.view.forge_word(orphan, 0);  // FREE word, bit still set
+  ::munmap(dead, sizeof *dead);
+}
+
+}  // namespace
+
+void leave_slots_to_a_dead_process(sweep_pool& sp, std::size_t count, std::uint64_t* dead_identity) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    *dead_identity = my_identity();
+    auto got = sp.pool.alloc_n(count, std::chrono::milliseconds(0));
+    ::_exit(got ? 0 : 1);
+  }
+  if (reap(pid) != 0) throw std::runtime_error("sweep: the dead-owner helper failed");
+  for (shmpool::slot_index s = 0; s < sp.view.capacity(); ++s)
+    if (identity_of_word(sp.view.word(s)) == *dead_identity) sp.planted.insert(s);
+}
+
+void prepare_sweep_pool(sweep_pool& sp, sweep_op op) {
+  switch (op) {
+    case sweep_op::alloc_wait: parent_takes(sp, sweep_capacity); break;
+    case sweep_op::alloc_n_rollback: parent_takes(sp, sweep_capacity - 3); break;
+    case sweep_op::recover_stale:
+    case sweep_op::reset:
+      parent_takes(sp, 5);
+      plant_dead_owners(sp);
+      break;
+    default: parent_takes(sp, 5); break;
+  }
+}
+
+child_setup setup_in_child(sweep_pool& sp, sweep_op op) {
+  child_setup c;
+  if (op == sweep_op::free) {
+    if (auto s = sp.pool.try_alloc()) c.mine.push_back(*s);
+  } else if (op == sweep_op::free_n) {
+    if (auto v = sp.pool.alloc_n(4, std::chrono::milliseconds(0))) c.mine = *v;
+  }
+  return c;
+}
+
+bool run_in_child(sweep_pool& sp, sweep_op op, const child_setup& c) {
+  auto& p = sp.pool;
+  switch (op) {
+    case sweep_op::alloc: {
+      const auto s = p.alloc();
+      return s && p.owner(*s) == ::getpid();
+    }
+    case sweep_op::alloc_wait: return !p.alloc(std::chrono::milliseconds(2));
+    case sweep_op::alloc_n: {
+      const auto v = p.alloc_n(5);
+      return v && v->size() == 5;
+    }
+    case sweep_op::alloc_n_rollback: return !p.alloc_n(5, std::chrono::milliseconds(0));
+    case sweep_op::free: return c.mine.size() == 1 && p.free(c.mine[0]);
+    case sweep_op::free_n: return c.mine.size() == 4 && p.free_n(c.mine) == 4;
+    case sweep_op::recover_stale: return p.recover_stale() == 6 || c.recovery_races;
+    case sweep_op::reset: p.reset(); return p.used() == 0;
+  }
+  return false;
+}
+
+}  // namespace stress
