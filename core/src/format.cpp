@@ -88,7 +88,7 @@ std::optional<pool_layout> compute_layout(variant_code v, std::uint64_t capacity
 std::uint64_t header_checksum(const pool_header& h) noexcept {
   unsigned char bytes[sizeof(pool_header)];
   std::memcpy(bytes, &h, sizeof bytes);
-  std::uint64_t x = 1469598103934665603ULL;
+  std::uint64_t x = 14695981039346656037ULL;
   for (std::size_t i = 8; i < 72; ++i) x = (x ^ bytes[i]) * 1099511628211ULL;
   return x;
 }

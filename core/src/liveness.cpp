@@ -54,7 +54,7 @@ proc_stat read_proc_stat(pid_t pid) noexcept {
 std::uint64_t namespace_tag() noexcept {
   char link[128];
   const ssize_t n = ::readlink("/proc/self/ns/pid", link, sizeof link);
-  std::uint64_t h = 1469598103934665603ULL;
+  std::uint64_t h = 14695981039346656037ULL;
   for (ssize_t i = 0; i < n; ++i) h = (h ^ static_cast<unsigned char>(link[i])) * 1099511628211ULL;
   return h & ((1u << identity_tag_bits) - 1);
 }

@@ -381,10 +381,14 @@ class slot_protocol {
     P::crash_point(crash_site::free_done);
   }
 
-  // Bits set over FREE words break I1 (only corruption does that): own the
-  // word by CAS, clear the bit, release it.
+  // Bits set over FREE words break I1, and bits beyond capacity break the
+  // tail rule (only corruption does either): own the word by CAS, clear the
+  // bit, release it.
   std::size_t repair_orphan_bits(std::uint64_t me) {
     std::size_t repaired = 0;
+    // Bits beyond capacity are never set by the protocol: clear them.
+    if (tail_ != 0 && (P::load(v_.bitmap[words_ - 1].bits, mo::relaxed) & tail_) != 0)
+      P::fetch_and(v_.bitmap[words_ - 1].bits, ~tail_, mo::relaxed);
     for (std::uint64_t w = 0; w < words_; ++w) {
       std::uint64_t bits = P::load(v_.bitmap[w].bits, mo::acquire) & ~mask_of(w);
       while (bits != 0) {
