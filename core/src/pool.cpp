@@ -29,7 +29,7 @@ using protocol = slot_protocol<shm_platform>;
 }
 [[noreturn]] void fail_errno(int err, const std::string& where, const std::string& doing) {
   throw error(std::error_code(err, std::system_category()),
-              "shmpool: " + where + ": " + doing + ": " + std::strerror(err));
+              "shmpool: " + where + ": " + doing + ": " + std::system_category().message(err));
 }
 
 // Closes an fd on scope exit unless released.
@@ -408,12 +408,12 @@ std::vector<std::string> pool_base::check() const {
   std::memcpy(&now, core_->base_, sizeof now);
   const header_verdict verdict = validate_header(now, core_->layout_.total_size);
   if (!verdict.layout) {
-    problems.push_back(std::string("header: ") + verdict.what);
+    problems.emplace_back(std::string("header: ") + verdict.what);
   } else {
     const pool_layout& l = *verdict.layout;
     const pool_layout& k = core_->layout_;
     if (l.variant != k.variant || l.capacity != k.capacity || l.elem_size != k.elem_size || l.max_len != k.max_len)
-      problems.push_back("header: changed since this handle opened it");
+      problems.emplace_back("header: changed since this handle opened it");
   }
   for (auto& p : core_->proto_.check()) problems.push_back(std::move(p));
   return problems;

@@ -1,0 +1,82 @@
+# The embedding test (ctest label "embedding"), run as
+#   cmake -DSOURCE_DIR=<checkout> -DBUILD_DIR=<built tree> -DWORK_DIR=<scratch>
+#         -DCXX=<compiler> [-DLAUNCHER=ccache] [-DCONFIG=<cfg>] -P embedding_test.cmake
+# 1. cmake --install of the current build tree into WORK_DIR/prefix;
+# 2. a project using find_package(shmpool CONFIG REQUIRED): configure, build, run;
+# 3. the same program built with `pkg-config --cflags --libs shmpool`, run;
+# 4. a project using add_subdirectory(shmpool), and 5. one using FetchContent:
+#    configure (asserting no workbench option is on), build, run.
+foreach(v SOURCE_DIR BUILD_DIR WORK_DIR CXX)
+  if(NOT DEFINED ${v})
+    message(FATAL_ERROR "embedding_test.cmake: -D${v}=... is required")
+  endif()
+endforeach()
+set(examples "${SOURCE_DIR}/examples/embedding")
+set(prefix "${WORK_DIR}/prefix")
+file(REMOVE_RECURSE "${WORK_DIR}")
+file(MAKE_DIRECTORY "${WORK_DIR}")
+set(common -G Ninja -DCMAKE_BUILD_TYPE=Release "-DCMAKE_CXX_COMPILER=${CXX}")
+if(LAUNCHER)
+  list(APPEND common "-DCMAKE_CXX_COMPILER_LAUNCHER=${LAUNCHER}")
+endif()
+
+function(step what)
+  execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE out)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "embedding: ${what} failed (${rc}):\n${out}")
+  endif()
+  message(STATUS "embedding: ${what}: ok")
+  set(step_output "${out}" PARENT_SCOPE)
+endfunction()
+
+# 1. install
+set(config_args "")
+if(CONFIG)
+  set(config_args --config "${CONFIG}")
+endif()
+step("cmake --install into ${prefix}" ${CMAKE_COMMAND} --install "${BUILD_DIR}" --prefix "${prefix}" ${config_args})
+foreach(f include/shmpool/pool.hpp include/shmpool/version.hpp include/shmpool/detail/format.hpp)
+  if(NOT EXISTS "${prefix}/${f}")
+    message(FATAL_ERROR "embedding: ${f} was not installed")
+  endif()
+endforeach()
+file(GLOB_RECURSE pc_files "${prefix}/*/shmpool.pc")
+file(GLOB_RECURSE config_files "${prefix}/*/shmpoolConfig.cmake")
+if(NOT pc_files OR NOT config_files)
+  message(FATAL_ERROR "embedding: shmpool.pc or shmpoolConfig.cmake was not installed")
+endif()
+
+# 2. find_package
+step("find_package consumer: configure" ${CMAKE_COMMAND} -S "${examples}/find_package" -B "${WORK_DIR}/fp"
+     ${common} "-DCMAKE_PREFIX_PATH=${prefix}")
+step("find_package consumer: build" ${CMAKE_COMMAND} --build "${WORK_DIR}/fp")
+step("find_package consumer: run" "${WORK_DIR}/fp/consumer")
+
+# 3. pkg-config
+find_program(PKG_CONFIG pkg-config)
+if(PKG_CONFIG)
+  list(GET pc_files 0 pc_file)
+  get_filename_component(pc_dir "${pc_file}" DIRECTORY)
+  set(ENV{PKG_CONFIG_PATH} "${pc_dir}")
+  step("pkg-config --cflags --libs shmpool" ${PKG_CONFIG} --cflags --libs shmpool)
+  string(STRIP "${step_output}" flags)
+  separate_arguments(flags UNIX_COMMAND "${flags}")
+  # A shared libshmpool in a private prefix needs an rpath (as a user would set one).
+  step("pkg-config --variable=libdir shmpool" ${PKG_CONFIG} --variable=libdir shmpool)
+  string(STRIP "${step_output}" pc_libdir)
+  list(APPEND flags "-Wl,-rpath,${pc_libdir}")
+  step("pkg-config consumer: build" ${CXX} -std=c++20 "${examples}/consumer.cpp" -o "${WORK_DIR}/pc-consumer" ${flags})
+  step("pkg-config consumer: run" "${WORK_DIR}/pc-consumer")
+else()
+  message(WARNING "embedding: pkg-config not found; the pkg-config consumer was skipped")
+endif()
+
+# 4. add_subdirectory and 5. FetchContent (no install involved)
+step("add_subdirectory consumer: configure" ${CMAKE_COMMAND} -S "${examples}/subproject" -B "${WORK_DIR}/sub"
+     ${common} "-DSHMPOOL_SOURCE_DIR=${SOURCE_DIR}")
+step("add_subdirectory consumer: build" ${CMAKE_COMMAND} --build "${WORK_DIR}/sub")
+step("add_subdirectory consumer: run" "${WORK_DIR}/sub/consumer")
+step("FetchContent consumer: configure" ${CMAKE_COMMAND} -S "${examples}/subproject" -B "${WORK_DIR}/fc"
+     ${common} -DUSE_FETCHCONTENT=ON "-DFETCHCONTENT_SOURCE_DIR_SHMPOOL=${SOURCE_DIR}")
+step("FetchContent consumer: build" ${CMAKE_COMMAND} --build "${WORK_DIR}/fc")
+step("FetchContent consumer: run" "${WORK_DIR}/fc/consumer")
