@@ -116,9 +116,11 @@ pool_layout validated_layout(int fd, std::uint64_t file_size, pool_variant expec
   return *verdict.layout;
 }
 
-std::uint64_t start_word_for_this_process(std::uint64_t words) noexcept {
-  std::uint64_t x = static_cast<std::uint64_t>(::getpid()) * 0x9E3779B97F4A7C15ULL;
-  return (x >> 32) % words;
+// Where this process starts looking for a free slot: spread over the pool so
+// that processes do not all race for the first free bit.
+std::uint64_t start_slot_for(std::uint64_t identity, std::uint64_t capacity) noexcept {
+  const std::uint64_t x = (identity + 1) * 0x9E3779B97F4A7C15ULL;
+  return (x >> 32) % capacity;
 }
 
 }  // namespace
@@ -132,8 +134,7 @@ class pool_core {
         layout_(l),
         proto_(view_of(base_, l)),
         fd_(fd),
-        path_(std::move(path)),
-        start_word_(start_word_for_this_process(bitmap_words(l.capacity))) {}
+        path_(std::move(path)) {}
   pool_core(const pool_core&) = delete;
   pool_core& operator=(const pool_core&) = delete;
   ~pool_core() {
@@ -160,10 +161,18 @@ class pool_core {
   pool_control<shm_platform>& control() const noexcept {
     return *reinterpret_cast<pool_control<shm_platform>*>(base_ + control_offset);
   }
-  std::uint64_t start_word() const noexcept { return start_word_.load(std::memory_order_relaxed); }
-  void remember_word(slot_index i) noexcept {
-    const std::uint64_t w = i / 64;
-    if (start_word_.load(std::memory_order_relaxed) != w) start_word_.store(w, std::memory_order_relaxed);
+  // The slot hint of this process: recomputed when the handle is used under
+  // another identity (a fork child), so children spread out too.
+  std::uint64_t start_slot() noexcept {
+    const std::uint64_t me = platform::proc_liveness::self();
+    if (start_owner_.load(std::memory_order_relaxed) != me) {
+      start_slot_.store(start_slot_for(me, layout_.capacity), std::memory_order_relaxed);
+      start_owner_.store(me, std::memory_order_relaxed);
+    }
+    return start_slot_.load(std::memory_order_relaxed);
+  }
+  void remember_slot(slot_index i) noexcept {
+    if (start_slot_.load(std::memory_order_relaxed) != i) start_slot_.store(i, std::memory_order_relaxed);
   }
 
   std::byte* base_;
@@ -171,7 +180,8 @@ class pool_core {
   protocol proto_;
   int fd_;  // memfd or from_fd's dup; -1 otherwise
   std::optional<std::filesystem::path> path_;
-  std::atomic<std::uint64_t> start_word_;
+  std::atomic<std::uint64_t> start_slot_{0};
+  std::atomic<std::uint64_t> start_owner_{0};
   std::atomic<int> eventfd_{-1};
   bool eventfd_owned_ = false;
 };
@@ -324,8 +334,8 @@ pool_base& pool_base::operator=(pool_base&& other) noexcept {
 pool_base::~pool_base() = default;
 
 std::optional<slot_index> pool_base::alloc_for_ns(std::int64_t timeout_ns) {
-  auto got = core_->proto_.alloc(timeout_ns, core_->start_word());
-  if (got) core_->remember_word(*got);
+  auto got = core_->proto_.alloc(timeout_ns, core_->start_slot());
+  if (got) core_->remember_slot(*got);
   return got;
 }
 
@@ -339,7 +349,7 @@ std::optional<std::vector<slot_index>> pool_base::alloc_n_for_ns(std::size_t n, 
   if (n > core_->layout_.capacity)
     throw std::invalid_argument("shmpool: alloc_n(" + std::to_string(n) + ") exceeds the capacity " +
                                 std::to_string(core_->layout_.capacity) + " and could never succeed");
-  return core_->proto_.alloc_n(n, timeout_ns, core_->start_word());
+  return core_->proto_.alloc_n(n, timeout_ns, core_->start_slot());
 }
 
 std::size_t pool_base::free_n(std::span<const slot_index> slots) {

@@ -17,6 +17,8 @@
 //
 // TRANSITIONS (the only writers of a slot word)
 //   alloc:   FREE -CAS-> CLAIMING(me); set bit; store ALLOCATED(me)
+//   alloc_n: claims each slot as above but publishes ALLOCATED only once all
+//            n are CLAIMING(me); a short batch is unclaimed (bit, then FREE)
 //   free:    ALLOCATED(x) -CAS-> RELEASING(me); clear bit; store FREE; wake
 //   recover: W(dead) -CAS-> RELEASING(me); clear bit; store FREE; wake
 //            (W is any non-free word whose identity is certainly dead,
@@ -93,8 +95,12 @@ struct pool_orders {
 #else
   static constexpr mo claim = mo::acquire;        // O1 claim CAS; pairs with O5
 #endif
-  static constexpr mo publish = mo::release;      // O2 ALLOCATED store; pairs with O3
-  static constexpr mo mark = mo::acquire;         // O3 RELEASING CAS; pairs with O2
+  // O2 and O3 order no data: an owner writes its data after O2, so only the
+  // application's own hand-off of an index can order it for a freer (and a
+  // freer's writes reach the next claimer through O5/O1).  The Relacy
+  // models confirm that no invariant needs more (model/README.md).
+  static constexpr mo publish = mo::relaxed;      // O2 ALLOCATED store
+  static constexpr mo mark = mo::relaxed;         // O3 RELEASING CAS
 #if defined(SHMPOOL_MUTANT_WEAK_BIT_CLEAR)
   static constexpr mo bit_clear = mo::relaxed;
 #else
@@ -166,20 +172,20 @@ class slot_protocol {
 
   // ---- alloc ---------------------------------------------------------------
   // Claims one slot.  timeout_ns < 0 waits forever, 0 never waits.
-  std::optional<std::uint64_t> alloc(std::int64_t timeout_ns, std::uint64_t start_word) {
+  std::optional<std::uint64_t> alloc(std::int64_t timeout_ns, std::uint64_t start) {
     std::uint64_t slot = 0;
-    if (claim_one(start_word, mo::acquire, slot) == claim_outcome::claimed) return slot;
+    if (claim_one(start, mo::acquire, slot) == claim_outcome::claimed) return slot;
     if (timeout_ns == 0) return std::nullopt;
-    const bool ok = wait_until_claimed(timeout_ns, [&](mo scan) { return claim_one(start_word, scan, slot); });
+    const bool ok = wait_until_claimed(timeout_ns, [&](mo scan) { return claim_one(start, scan, slot); });
     return ok ? std::optional<std::uint64_t>(slot) : std::nullopt;
   }
 
   // Claims n slots or none.  n must be 1..capacity (the handle checks).
   std::optional<std::vector<std::uint64_t>> alloc_n(std::size_t n, std::int64_t timeout_ns,
-                                                    std::uint64_t start_word) {
+                                                    std::uint64_t start) {
     std::vector<std::uint64_t> got;
     got.reserve(n);
-    auto attempt = [&](mo scan) { return claim_batch(n, start_word, scan, got); };
+    auto attempt = [&](mo scan) { return claim_batch(n, start, scan, got); };
     if (attempt(mo::acquire) == claim_outcome::claimed) return got;
     if (timeout_ns == 0 || !wait_until_claimed(timeout_ns, attempt)) return std::nullopt;
     return got;
@@ -284,17 +290,31 @@ class slot_protocol {
     return (P::load(v_.bitmap[s / 64].bits, order) >> (s % 64)) & 1u;
   }
 
-  // Claims the first FREE slot found from start_word: FREE -CAS-> CLAIMING(me).
-  claim_outcome claim_one(std::uint64_t start_word, mo scan, std::uint64_t& slot) {
+  // The next word to scan after w, without a divide.
+  std::uint64_t next_word(std::uint64_t w) const noexcept { return w + 1 == words_ ? 0 : w + 1; }
+
+  // The free bit to try first in a word: the lowest at or above `from`
+  // (processes start at different bits, so they do not all race for one
+  // slot), else the lowest.
+  static unsigned pick_bit(std::uint64_t taken, unsigned from) noexcept {
+    const std::uint64_t free_bits = ~taken;
+    const std::uint64_t above = from == 0 ? free_bits : free_bits & (~std::uint64_t{0} << from);
+    return static_cast<unsigned>(std::countr_zero(above != 0 ? above : free_bits));
+  }
+
+  // Claims the first FREE slot found from the hint `start` (a slot index):
+  // FREE -CAS-> CLAIMING(me) -> ALLOCATED(me).
+  claim_outcome claim_one(std::uint64_t start, mo scan, std::uint64_t& slot) {
     const std::uint64_t me = P::self_identity();
     bool in_flux = false;
-    for (std::uint64_t k = 0; k < words_; ++k) {
-      const std::uint64_t w = (start_word + k) % words_;
+    std::uint64_t w = (start / 64) < words_ ? start / 64 : 0;
+    unsigned from = static_cast<unsigned>(start % 64);
+    for (std::uint64_t k = 0; k < words_; ++k, w = next_word(w), from = 0) {
       std::uint64_t taken = P::load(v_.bitmap[w].bits, scan) | mask_of(w);
       while (taken != ~std::uint64_t{0}) {
-        const unsigned b = static_cast<unsigned>(std::countr_one(taken));
+        const unsigned b = pick_bit(taken, from);
         taken |= std::uint64_t{1} << b;
-        if (try_claim(w * 64 + b, me, in_flux)) {
+        if (try_claim(w * 64 + b, me, in_flux, /*publish=*/true)) {
           slot = w * 64 + b;
           return claim_outcome::claimed;
         }
@@ -303,27 +323,32 @@ class slot_protocol {
     return in_flux ? claim_outcome::in_flux : claim_outcome::full;
   }
 
-  // Claims n slots, or rolls back what it claimed and says why it failed.
-  claim_outcome claim_batch(std::size_t n, std::uint64_t start_word, mo scan, std::vector<std::uint64_t>& got) {
+  // Claims n slots, or none.  The batch stays CLAIMING(me) until all n are
+  // claimed, so a failed batch rolls back slots nobody else can touch (I3)
+  // and counts no allocation; a dead batcher's slots are CLAIMING(dead).
+  claim_outcome claim_batch(std::size_t n, std::uint64_t start, mo scan, std::vector<std::uint64_t>& got) {
     const std::uint64_t me = P::self_identity();
     bool in_flux = false;
     got.clear();
-    for (std::uint64_t k = 0; k < words_ && got.size() < n; ++k) {
-      const std::uint64_t w = (start_word + k) % words_;
+    std::uint64_t w = (start / 64) < words_ ? start / 64 : 0;
+    for (std::uint64_t k = 0; k < words_ && got.size() < n; ++k, w = next_word(w)) {
       std::uint64_t taken = P::load(v_.bitmap[w].bits, scan) | mask_of(w);
       while (taken != ~std::uint64_t{0} && got.size() < n) {
         const unsigned b = static_cast<unsigned>(std::countr_one(taken));
         taken |= std::uint64_t{1} << b;
-        if (try_claim(w * 64 + b, me, in_flux)) {
+        if (try_claim(w * 64 + b, me, in_flux, /*publish=*/false)) {
           got.push_back(w * 64 + b);
           P::crash_point(crash_site::alloc_n_partial);
         }
       }
     }
-    if (got.size() == n) return claim_outcome::claimed;
+    if (got.size() == n) {
+      for (const std::uint64_t s : got) P::store(v_.meta[s].word, make_slot_word(slot_state::allocated, me), O::publish);
+      return claim_outcome::claimed;
+    }
     for (const std::uint64_t s : got) {
-      release(s, true);
-      P::crash_point(crash_site::alloc_n_rollback);
+      P::store(v_.meta[s].allocs, P::load(v_.meta[s].allocs, mo::relaxed) - 1, mo::relaxed);  // not an allocation
+      finish_release(s, crash_site::alloc_n_rollback);
     }
     if (!got.empty()) wake_waiters();
     got.clear();
@@ -331,7 +356,7 @@ class slot_protocol {
   }
 
   // One slot: FREE -> CLAIMING(me) -> (bit) -> ALLOCATED(me).
-  bool try_claim(std::uint64_t s, std::uint64_t me, bool& in_flux) {
+  bool try_claim(std::uint64_t s, std::uint64_t me, bool& in_flux, bool publish) {
     std::uint64_t expected = 0;
 #if defined(SHMPOOL_MUTANT_OWNER_AFTER_CLAIM)
     // Defect: claim anonymously and name the owner later (the seed's window).
@@ -347,6 +372,7 @@ class slot_protocol {
     P::store(v_.meta[s].allocs, P::load(v_.meta[s].allocs, mo::relaxed) + 1, mo::relaxed);
     P::fetch_or(v_.bitmap[s / 64].bits, std::uint64_t{1} << (s % 64), mo::relaxed);  // summary only (I1)
     P::crash_point(crash_site::alloc_bit_set);
+    if (!publish) return true;
     P::store(v_.meta[s].word, make_slot_word(slot_state::allocated, me), O::publish);  // O2
     P::crash_point(crash_site::alloc_published);
     return true;
