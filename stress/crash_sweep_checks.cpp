@@ -9,11 +9,6 @@ namespace {
 
 using shmpool::detail::slot_state;
 
-std::string slot_text(std::uint64_t s, std::uint64_t w) {
-  return "slot " + std::to_string(s) + " (" + state_name(state_of_word(w)) + ", pid " +
-         std::to_string(pid_of_word(w)) + ")";
-}
-
 }  // namespace
 
 std::vector<std::string> check_left_by_dead(const sweep_pool& sp, const std::vector<std::uint64_t>& dead) {

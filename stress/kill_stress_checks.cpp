@@ -11,11 +11,6 @@ namespace {
 
 using shmpool::detail::slot_state;
 
-std::string slot_text(std::uint64_t s, std::uint64_t w) {
-  return "slot " + std::to_string(s) + " (" + state_name(state_of_word(w)) + ", pid " +
-         std::to_string(pid_of_word(w)) + ")";
-}
-
 bool in_flight(std::uint64_t w) {
   const slot_state st = state_of_word(w);
   return st == slot_state::claiming || st == slot_state::releasing;

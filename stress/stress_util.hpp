@@ -105,6 +105,12 @@ inline std::uint64_t my_identity() { return shmpool::platform::proc_liveness::se
 
 const char* state_name(shmpool::detail::slot_state s);
 
+// "slot 3 (ALLOCATED, pid 1234)": how every check names a slot.
+inline std::string slot_text(std::uint64_t s, std::uint64_t w) {
+  return "slot " + std::to_string(s) + " (" + state_name(state_of_word(w)) + ", pid " +
+         std::to_string(pid_of_word(w)) + ")";
+}
+
 // Minimal JSON object writer: keys in insertion order, numbers and strings.
 class json_object {
  public:

@@ -9,13 +9,7 @@
 
 #include <shmpool/stable_reference_buffer.hpp>
 
-#define CHECK(cond)                                                     \
-  do {                                                                  \
-    if (!(cond)) {                                                      \
-      std::fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-      std::exit(1);                                                     \
-    }                                                                   \
-  } while (0)
+#include "../check.hpp"
 
 template <class F>
 F symbol(void* lib, const char* name) {
