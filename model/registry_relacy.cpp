@@ -63,6 +63,8 @@
 
 namespace {
 
+using shmpool::model::model_passes;
+
 using shmpool::detail::srb_adopt;
 using shmpool::detail::srb_grow;
 using shmpool::detail::srb_orders;
@@ -298,28 +300,6 @@ struct delay_model : rl::test_suite<delay_model<O>, 2> {
 };
 
 // ---- driver ----------------------------------------------------------------------------
-struct discard_buf : std::streambuf {
-  int overflow(int c) override { return c; }
-};
-
-std::ostream& relacy_output() {
-  static discard_buf buf;
-  static std::ostream sink(&buf);
-  const char* verbose = std::getenv("SHMPOOL_RELACY_VERBOSE");
-  return verbose != nullptr && *verbose != '0' ? std::cout : sink;
-}
-
-template <template <class> class Model, class O>
-bool model_passes(rl::iteration_t iterations, std::string& report) {
-  rl::test_params p;
-  p.iteration_count = iterations;
-  p.search_type = rl::sched_random;
-  p.output_stream = &relacy_output();
-  p.progress_stream = &relacy_output();
-  const bool ok = rl::simulate<Model<O>>(p);
-  if (!ok) report = rl::test_result_str(p.test_result);
-  return ok;
-}
 
 struct verdict {
   bool ok = true;

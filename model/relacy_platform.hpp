@@ -24,6 +24,14 @@
 //                      finite timeouts expire after a few polls.
 #pragma once
 
+#include <streambuf>
+
+#include <string>
+
+#include <iostream>
+
+#include <cstdlib>
+
 #include <relacy/relacy.hpp>
 
 // relacy.hpp turns these into macros; the protocol has a member named free.
@@ -147,5 +155,33 @@ struct relacy_platform {
 
   static void cpu_relax() { rl::yield(1, $); }
 };
+
+
+// ---- running a model (shared by every Relacy binary) -----------------------------------
+// Relacy's report goes nowhere unless SHMPOOL_RELACY_VERBOSE is set (a
+// stringstream would not do: Relacy replaces the global operator new).
+struct discard_buf : std::streambuf {
+  int overflow(int c) override { return c; }
+};
+
+inline std::ostream& relacy_output() {
+  static discard_buf buf;
+  static std::ostream sink(&buf);
+  const char* verbose = std::getenv("SHMPOOL_RELACY_VERBOSE");
+  return verbose != nullptr && *verbose != '0' ? std::cout : sink;
+}
+
+// Runs Model<O> for `iterations` random schedules; on failure, `report` says why.
+template <template <class> class Model, class O>
+bool model_passes(rl::iteration_t iterations, std::string& report) {
+  rl::test_params p;
+  p.iteration_count = iterations;
+  p.search_type = rl::sched_random;
+  p.output_stream = &relacy_output();
+  p.progress_stream = &relacy_output();
+  const bool ok = rl::simulate<Model<O>>(p);
+  if (!ok) report = rl::test_result_str(p.test_result);
+  return ok;
+}
 
 }  // namespace shmpool::model

@@ -46,6 +46,8 @@
 
 namespace {
 
+using shmpool::model::model_passes;
+
 using shmpool::detail::bitmap_word;
 using shmpool::detail::pool_control;
 using shmpool::detail::pool_orders;
@@ -240,30 +242,6 @@ struct budget {
   rl::iteration_t handover, wakeup, recovery;
 };
 
-// Relacy's report goes nowhere unless SHMPOOL_RELACY_VERBOSE is set (a
-// stringstream would not do: Relacy replaces the global operator new).
-struct discard_buf : std::streambuf {
-  int overflow(int c) override { return c; }
-};
-
-std::ostream& relacy_output() {
-  static discard_buf buf;
-  static std::ostream sink(&buf);
-  const char* verbose = std::getenv("SHMPOOL_RELACY_VERBOSE");
-  return verbose != nullptr && *verbose != '0' ? std::cout : sink;
-}
-
-template <template <class> class Model, class O>
-bool model_passes(rl::iteration_t iterations, std::string& report) {
-  rl::test_params p;
-  p.iteration_count = iterations;
-  p.search_type = rl::sched_random;
-  p.output_stream = &relacy_output();
-  p.progress_stream = &relacy_output();
-  const bool ok = rl::simulate<Model<O>>(p);
-  if (!ok) report = rl::test_result_str(p.test_result);
-  return ok;
-}
 
 template <class O>
 struct model_verdicts {
