@@ -17,6 +17,7 @@
 #include "crash_sweep_checks.hpp"
 #include "crash_sweep_wakeup.hpp"
 #include "crash_sweep_scenarios.hpp"
+#include "registry_sweep.hpp"
 #include "shmpool/platform/linux.hpp"
 
 #if !defined(SHMPOOL_CRASH_POINTS)
@@ -46,15 +47,6 @@ pid_t fork_child(F&& fn) {
     ::_exit(ok ? 0 : 1);
   }
   return pid;
-}
-
-// Waits until the child is dead; true if SIGKILL (a crash point) ended it.
-bool died_at_crash_point(pid_t pid, int& exit_code) {
-  siginfo_t info{};
-  while (::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOWAIT) != 0) {
-  }
-  exit_code = info.si_code == CLD_EXITED ? info.si_status : -1;
-  return info.si_code == CLD_KILLED && info.si_status == SIGKILL;
 }
 
 pid_t start_looping_recoverer(sweep_pool& sp) {
@@ -195,14 +187,27 @@ int main(int argc, char** argv) {
     kills += f.points + f.recovery_kills;  // deterministic deaths (concurrent runs die at the same points)
     runs += f.points + f.concurrent_runs + f.recovery_kills;
   }
-  const bool ok = s.failures() == 0;
+  const registry_sweep_figures reg = run_registry_sweep();
+  std::printf("[sweep] %-16s %3llu crash points creating a registry, %llu in a fork child, %llu runs\n", "registry",
+              static_cast<unsigned long long>(reg.attach_points), static_cast<unsigned long long>(reg.fork_points),
+              static_cast<unsigned long long>(reg.runs));
+  points += reg.attach_points + reg.fork_points;
+  kills += reg.attach_points + reg.fork_points;
+  runs += reg.runs;
+  const std::uint64_t failures = s.failures() + reg.failures;
+  const bool ok = failures == 0;
   json_object j;
   j.str("runner", "pool_crash_sweep").num("points", points).num("runs", runs).num("kills", kills)
-      .num("failures", s.failures()).str("result", ok ? "pass" : "fail").raw("operations", per_op.text())
-      .str("registry", "not swept: no registry crash sites reachable from this build");
+      .num("failures", failures).str("result", ok ? "pass" : "fail").raw("operations", per_op.text())
+      .raw("registry", json_object()
+                           .num("attach_points", reg.attach_points)
+                           .num("fork_points", reg.fork_points)
+                           .num("runs", reg.runs)
+                           .num("failures", reg.failures)
+                           .text());
   write_text_file(json, j.text());
-  std::printf("[sweep] %s: %llu crash points over %zu operations, %llu runs, %llu failures\n", ok ? "PASS" : "FAIL",
-              static_cast<unsigned long long>(points), std::size(sweep_ops), static_cast<unsigned long long>(runs),
-              static_cast<unsigned long long>(s.failures()));
+  std::printf("[sweep] %s: %llu crash points over %zu pool operations and the registry, %llu runs, %llu failures\n",
+              ok ? "PASS" : "FAIL", static_cast<unsigned long long>(points), std::size(sweep_ops),
+              static_cast<unsigned long long>(runs), static_cast<unsigned long long>(failures));
   return ok ? 0 : 1;
 }

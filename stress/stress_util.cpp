@@ -2,6 +2,7 @@
 #include "stress_util.hpp"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -30,6 +31,14 @@ void wait_until_zombie(pid_t pid) {
   siginfo_t info{};
   while (::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOWAIT) != 0 && errno == EINTR) {
   }
+}
+
+bool died_at_crash_point(pid_t pid, int& exit_code) {
+  siginfo_t info{};
+  while (::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOWAIT) != 0) {
+  }
+  exit_code = info.si_code == CLD_EXITED ? info.si_status : -1;
+  return info.si_code == CLD_KILLED && info.si_status == SIGKILL;
 }
 
 int reap(pid_t pid) {

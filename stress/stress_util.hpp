@@ -66,6 +66,9 @@ inline bool process_is_running(pid_t pid) {
 void wait_until_zombie(pid_t pid);
 // Reaps a child; returns the raw wait status.
 int reap(pid_t pid);
+// Waits until the child is dead, leaving it a zombie; true if SIGKILL (a
+// crash point) ended it, else its exit code is stored (-1: another signal).
+bool died_at_crash_point(pid_t pid, int& exit_code);
 
 // The slot words and bitmap of a pool as the mapping holds them.
 class raw_pool_view {

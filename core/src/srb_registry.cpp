@@ -62,7 +62,9 @@ void discard_registry(registry* r) noexcept {
 }
 
 void unlink_root_of(registry& r) noexcept {
-  if (r.root_owner() != 0) srb_unlink_root(r.root_owner());
+  if (r.root_owner() == 0) return;
+  P::crash_point(platform::crash_site::registry_detach_unlinking);
+  srb_unlink_root(r.root_owner());
 }
 
 // Cleaning up after dead processes must never cost this one its registry.

@@ -1,6 +1,6 @@
 // The stable_reference_buffer root segment: naming, atomic publication,
 // validation of what a copy reads back, and removal of dead processes'
-// segments.  See detail/srb_registry.hpp and core/PROTOCOL_srb.md.
+// segments.  See detail/srb_registry.hpp and core/PROTOCOL.md.
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -17,11 +17,17 @@
 #include <system_error>
 
 #include "shmpool/detail/srb_registry.hpp"
+#include "shmpool/platform/linux.hpp"
 #include "shmpool/platform/liveness.hpp"
 #include "shmpool/stable_reference_buffer.hpp"
 
 namespace shmpool::detail {
 namespace {
+
+using platform::crash_site;
+// A process killed here leaves files in /dev/shm; the crash-point sweep
+// (stress/registry_sweep.cpp) checks that they are complete or swept.
+inline void crash_point(crash_site site) noexcept { platform::linux_platform::crash_point(site); }
 
 constexpr const char* shm_dir = "/dev/shm/";
 constexpr const char* name_prefix = "shmpool-srb-";
@@ -184,17 +190,31 @@ srb_root_record srb_make_root_record(std::uint64_t owner, const void* registry, 
 // EEXIST if another copy published first.
 srb_publish srb_publish_root(const srb_root_record& rec) noexcept {
   const path_buf final_path = root_path_of(rec.owner);
+#if defined(SHMPOOL_MUTANT_REGISTRY_ROOT_IN_PLACE)
+  // Mutant: writes the final name in place, so a process killed between
+  // the create and the write leaves an empty root segment.
+  const int direct = ::open(final_path.text, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (direct < 0) return errno == EEXIST ? srb_publish::exists : srb_publish::failed;
+  crash_point(crash_site::registry_root_temp_created);
+  const bool direct_written = write_all(direct, &rec, sizeof rec);
+  ::close(direct);
+  return direct_written ? srb_publish::published : srb_publish::failed;
+#endif
   const path_buf temp = temp_path_of(rec.owner);
   const int fd = ::open(temp.text, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (fd < 0) return srb_publish::failed;
+  crash_point(crash_site::registry_root_temp_created);
   const bool written = write_all(fd, &rec, sizeof rec);
   ::close(fd);
   srb_publish result = srb_publish::failed;
   if (written) {
-    if (::link(temp.text, final_path.text) == 0)
+    crash_point(crash_site::registry_root_temp_written);
+    if (::link(temp.text, final_path.text) == 0) {
       result = srb_publish::published;
-    else if (errno == EEXIST)
+      crash_point(crash_site::registry_root_linked);
+    } else if (errno == EEXIST) {
       result = srb_publish::exists;
+    }
   }
   ::unlink(temp.text);
   return result;
@@ -224,6 +244,7 @@ std::size_t srb_sweep_dead_registries() {
     if (!identity_in_name(d->d_name, owner) || owner == me) continue;
     if (!platform::proc_liveness::certainly_dead(owner)) continue;  // live, or cannot tell: keep
     const std::string path = std::string(shm_dir) + d->d_name;
+    crash_point(crash_site::registry_sweep_unlinking);
     if (::unlink(path.c_str()) == 0) ++removed;
   }
   ::closedir(dir);

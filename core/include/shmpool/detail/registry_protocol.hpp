@@ -68,9 +68,10 @@
 //   survives to close its scopes) and frees pending blocks if that is 0; the
 //   last handler releases L.  Counts need no work: the snapshot is exact.
 //
-// MUTANTS (mutation checks only; production defines neither)
+// MUTANTS (mutation checks only; production defines none)
 //   SHMPOOL_MUTANT_REGISTRY_NO_ZERO_CHECK      every drop retires the block
 //   SHMPOOL_MUTANT_DELAY_FREES_AT_INNER_EXIT   any scope exit drains pending
+//   SHMPOOL_MUTANT_REGISTRY_ROOT_IN_PLACE      root segment written in place (srb_root.cpp)
 #pragma once
 
 #include <bit>
