@@ -14,8 +14,15 @@
 //   core/FORMAT.md lays out the bytes.
 //
 // GUARANTEES
-//   - alloc, free, alloc_n and free_n are linearizable; no lock, no system
-//     call on the fast path (the futex is touched only when full/waiting).
+//   - alloc, try_alloc and free are linearizable; no lock, no system call
+//     on the fast path (the futex is touched only when full/waiting).
+//     alloc_n is all or nothing, but a batch holds the slots it has claimed
+//     until it completes or rolls back: while a batch that will fail is in
+//     flight, a concurrent try_alloc/alloc_n may fail although the slots it
+//     holds end up free (two batches that together do not fit may both
+//     fail; timed and blocking calls retry).  free_n is a sequence of frees
+//     in the given order, each linearizable, then one wake-up.
+//     model/pool_linearizability_test checks exactly this.
 //   - A process killed at any instruction never costs a slot: one
 //     recover_stale() by a survivor frees every slot of a dead owner, and
 //     owners are identified by pid + start time (PID reuse is harmless).
