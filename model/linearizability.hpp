@@ -355,6 +355,13 @@ inline const char* name_of(op_kind k) {
   return "?";
 }
 
+// "{0, 2}": the slots a free_n was given or an alloc_n returned.
+inline std::string slot_list(const op_record& op) {
+  std::string out = "{";
+  for (std::uint32_t i = 0; i < op.count; ++i) out += (i ? ", " : "") + std::to_string(op.slots[i]);
+  return out + "}";
+}
+
 // "free(1) -> true", "alloc(2ms) -> nullopt", "get(0) -> threw logic_error", ...
 inline std::string describe(const op_record& op) {
   std::ostringstream os;
@@ -364,11 +371,7 @@ inline std::string describe(const op_record& op) {
     case op_kind::timed_alloc: os << op.timeout_ms << "ms"; break;
     case op_kind::alloc_n: os << op.count << ", " << op.timeout_ms << "ms"; break;
     case op_kind::free: os << op.slots[0]; break;
-    case op_kind::free_n:
-      os << "{";
-      for (std::uint32_t i = 0; i < op.count; ++i) os << (i ? ", " : "") << op.slots[i];
-      os << "}";
-      break;
+    case op_kind::free_n: os << slot_list(op); break;
     case op_kind::set:
     case op_kind::add:
     case op_kind::xchg: os << op.slots[0] << ", " << op.arg0; break;
@@ -386,11 +389,7 @@ inline std::string describe(const op_record& op) {
   switch (op.kind) {
     case op_kind::try_alloc:
     case op_kind::timed_alloc: os << op.slots[0]; break;
-    case op_kind::alloc_n:
-      os << "{";
-      for (std::uint32_t i = 0; i < op.count; ++i) os << (i ? ", " : "") << op.slots[i];
-      os << "}";
-      break;
+    case op_kind::alloc_n: os << slot_list(op); break;
     case op_kind::free:
     case op_kind::cas: os << (op.value ? "true" : "false"); break;
     case op_kind::set: os << "void"; break;

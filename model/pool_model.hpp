@@ -71,11 +71,12 @@ std::string integer_literal(V v) {
   return std::to_string(v);
 }
 
-struct i64_traits {
-  using pool_type = shmpool::i64_pool;
-  using value = std::int64_t;
+// i64 and i32 pools differ only in the type of their slot.
+template <class Pool, class V>
+struct integer_traits {
+  using pool_type = Pool;
+  using value = V;
   static constexpr bool integer = true;
-  static constexpr const char* name = "i64_pool";
   static pool_type open(const fs::path& p) { return pool_type::open(p, model_capacity); }
   static pool_type memfd() { return pool_type::memfd("model", model_capacity); }
   static rc::Gen<value> gen() { return integer_values<value>(); }
@@ -83,18 +84,11 @@ struct i64_traits {
   static value read(const pool_type& p, slot_index i) { return p.get(i); }
   static std::string show(value v) { return integer_literal(v); }
 };
-
-struct i32_traits {
-  using pool_type = shmpool::i32_pool;
-  using value = std::int32_t;
-  static constexpr bool integer = true;
+struct i64_traits : integer_traits<shmpool::i64_pool, std::int64_t> {
+  static constexpr const char* name = "i64_pool";
+};
+struct i32_traits : integer_traits<shmpool::i32_pool, std::int32_t> {
   static constexpr const char* name = "i32_pool";
-  static pool_type open(const fs::path& p) { return pool_type::open(p, model_capacity); }
-  static pool_type memfd() { return pool_type::memfd("model", model_capacity); }
-  static rc::Gen<value> gen() { return integer_values<value>(); }
-  static value stored(value v) { return v; }
-  static value read(const pool_type& p, slot_index i) { return p.get(i); }
-  static std::string show(value v) { return integer_literal(v); }
 };
 
 struct f64_traits {

@@ -115,6 +115,14 @@ struct registry_fixture {
     delete reg;
     reg = nullptr;
   }
+  // A live entry for b with `holders` references.
+  typename registry<O>::entry* insert_held(block& b, int holders) {
+    b.init();
+    auto* e = reg->insert(&b);
+    RL_ASSERT(e != nullptr);
+    for (int i = 1; i < holders; ++i) registry<O>::add_ref(*e);
+    return e;
+  }
   // free_block for retire / exit_delay / grow: exactly once per block.
   auto freer() {
     return [this](void* p) {
@@ -149,11 +157,7 @@ struct handover_model : rl::test_suite<handover_model<O>, 3> {
 
   void before() {
     f.setup();
-    b.init();
-    e = f.reg->insert(&b);
-    RL_ASSERT(e != nullptr);
-    registry<O>::add_ref(*e);
-    registry<O>::add_ref(*e);  // three holders
+    e = f.insert_held(b, 3);
   }
   void thread(unsigned i) {
     b.use(i);
@@ -215,12 +219,9 @@ struct grow_model : rl::test_suite<grow_model<O>, 2> {
 
   void before() {
     f.setup();
-    b.init();
     moved.init();
     did_move($) = 0;
-    e = f.reg->insert(&b);
-    RL_ASSERT(e != nullptr);
-    registry<O>::add_ref(*e);
+    e = f.insert_held(b, 2);
   }
   void thread(unsigned i) {
     if (i == 1) {
@@ -268,10 +269,7 @@ struct delay_model : rl::test_suite<delay_model<O>, 2> {
 
   void before() {
     f.setup();
-    b.init();
-    e = f.reg->insert(&b);
-    RL_ASSERT(e != nullptr);
-    registry<O>::add_ref(*e);
+    e = f.insert_held(b, 2);
   }
   void thread(unsigned i) {
     if (i == 0) {
