@@ -21,6 +21,10 @@ class category : public std::error_category {
       case errc::corrupt_header: return "corrupt header";
       case errc::bad_argument: return "bad argument";
       case errc::parameter_mismatch: return "existing pool has other parameters";
+      case errc::identity_unavailable: return "this process's identity cannot be determined";
+      case errc::exceeds_backing: return "pool larger than its backing can hold";
+      case errc::invalid_handle: return "moved-from pool handle";
+      case errc::not_owner: return "slot not held by this process";
     }
     return "unknown shmpool error";
   }

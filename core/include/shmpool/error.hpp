@@ -17,6 +17,10 @@ enum class errc {
   corrupt_header,       // checksum or range check failed
   bad_argument,         // capacity, elem_size, max_len or name out of range
   parameter_mismatch,   // an existing pool has another capacity or elem_size
+  identity_unavailable, // this process's owner identity cannot be determined (/proc unreadable)
+  exceeds_backing,      // the pool is larger than its backing can hold (memory, tmpfs, RLIMIT_FSIZE)
+  invalid_handle,       // the handle was moved from
+  not_owner,            // a checked free of a slot this process does not hold
 };
 
 const std::error_category& error_category() noexcept;
