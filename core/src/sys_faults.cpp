@@ -21,6 +21,7 @@ constexpr errno_entry errno_table[] = {
     {ENFILE, "ENFILE"}, {EMFILE, "EMFILE"}, {EFBIG, "EFBIG"},   {ENOSPC, "ENOSPC"}, {EROFS, "EROFS"},
     {ENOSYS, "ENOSYS"}, {ELOOP, "ELOOP"},   {EDQUOT, "EDQUOT"}, {ETIMEDOUT, "ETIMEDOUT"},
     {EOPNOTSUPP, "EOPNOTSUPP"}, {EOVERFLOW, "EOVERFLOW"}, {ENAMETOOLONG, "ENAMETOOLONG"},
+    {ENOLCK, "ENOLCK"}, {EMLINK, "EMLINK"},
 };
 
 }  // namespace
@@ -52,6 +53,7 @@ std::atomic<std::uint64_t> g_counted{0};
 std::atomic<std::uint64_t> g_injected{0};
 std::atomic<bool> g_env_read{false};
 std::atomic<int> g_trace_fd{-1};
+std::atomic<std::uint8_t> g_log[call_log_capacity];
 
 void read_environment() noexcept {
   // getenv before any thread of the scenario runs: the first counted call
@@ -83,6 +85,13 @@ void arm_fault(const fault_plan& plan) noexcept {
 }
 
 std::uint64_t calls_counted() noexcept { return g_counted.load(); }
+
+std::size_t logged_calls(call* out, std::size_t max) noexcept {
+  const std::uint64_t n = g_counted.load();
+  std::size_t k = 0;
+  for (; k < max && k < n && k < call_log_capacity; ++k) out[k] = static_cast<call>(g_log[k].load());
+  return k;
+}
 std::uint64_t faults_injected() noexcept { return g_injected.load(); }
 
 bool fault_fires(call c, int& err) noexcept {
@@ -90,6 +99,7 @@ bool fault_fires(call c, int& err) noexcept {
   const int kind = g_kind.load(std::memory_order_relaxed);
   if (kind >= 0 && kind != static_cast<int>(c)) return false;
   const std::uint64_t n = g_counted.fetch_add(1, std::memory_order_relaxed) + 1;
+  if (n <= call_log_capacity) g_log[n - 1].store(static_cast<std::uint8_t>(c), std::memory_order_relaxed);
   if (const int fd = g_trace_fd.load(std::memory_order_relaxed); fd >= 0) {
     char line[64];
     const int len = std::snprintf(line, sizeof line, "%llu %s\n", static_cast<unsigned long long>(n), call_name(c));

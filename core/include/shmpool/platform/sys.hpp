@@ -100,9 +100,13 @@ struct fault_plan {
   bool sticky = false;
 };
 
-void arm_fault(const fault_plan& plan) noexcept;  // resets the counts
+void arm_fault(const fault_plan& plan) noexcept;  // resets the counts and the call log
 std::uint64_t calls_counted() noexcept;           // counted calls since arming
 std::uint64_t faults_injected() noexcept;         // failures injected since arming
+// The kinds of the first counted calls since arming, in order (the sweep's
+// counting run reads them to choose the errnos worth injecting at each N).
+inline constexpr std::size_t call_log_capacity = 4096;
+std::size_t logged_calls(call* out, std::size_t max) noexcept;
 // Counts this call; true (with err set) if the plan makes it fail.
 bool fault_fires(call c, int& err) noexcept;
 #else
