@@ -35,6 +35,8 @@ struct outcome {
   std::uint64_t calls = 0;     // system calls counted after arming
   std::vector<int> kinds;      // the kinds of those calls, in order (sys::call values)
   bool injected = false;       // whether the planned failure happened
+  int injected_kind = -1;      // the kind of call that failed (sys::call value)
+  pid_t reporter = -1;         // the process that ran the scenario (after any fork or exec)
 };
 
 // Thrown by a scenario that saw the pool or buffer misbehave (not an error
@@ -71,6 +73,7 @@ std::string check_state(const scenario& s, world& w, const outcome& o, pid_t chi
 // exec on the command line (fault_sweep --exec-stage).
 struct exec_request {
   std::uint64_t nth = 0;
+  int kind = 0;
   int error = 0;
   bool sticky = false;
   int report_fd = -1;

@@ -2,8 +2,9 @@
 //
 // For each scenario (fault_scenarios.cpp) a child first runs it with the
 // fault plan armed but empty, counting the system calls the core makes and
-// their kinds.  Then, for every call N and every errno that kind of call
-// can really return, a fresh child runs the scenario with call N failing
+// their kinds.  Then, for every kind K, every N up to the number of K calls
+// and every errno that kind of call can really return, a fresh child runs
+// the scenario with the Nth call of kind K failing
 // (in --mode full also with every call from N on failing).  The healthy
 // parent judges each run:
 //   - the scenario succeeded, or failed with the documented exception
@@ -15,7 +16,8 @@
 //     survivor's recovery, check() clean, no file left behind.
 // Every (scenario, call, errno) and its verdict goes to --json; --markdown
 // writes the tables.  Built against a copy of the core compiled with
-// SHMPOOL_FAULTS.  Replay one run with --replay SCENARIO:N:ERRNO[:sticky].
+// SHMPOOL_FAULTS.  Replay one run with --replay SCENARIO:CALL:N:ERRNO[:sticky]
+// (the Nth call of kind CALL fails, e.g. recover_stale:open:2:EMFILE).
 #include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -85,8 +87,12 @@ const std::vector<int>& errnos_for(call c) {
   return it == table.end() ? none : it->second;
 }
 
+// The Nth call of one kind fails (kinds are counted apart, so the plan
+// names the same call in every run even where the order of calls of
+// different kinds varies, e.g. with the slots a process happens to take).
 struct plan {
   std::uint64_t nth = 0;  // 0: count only
+  int kind = 0;           // sys::call value
   int error = 0;
   bool sticky = false;
 };
@@ -95,7 +101,8 @@ struct plan {
 
 void write_report(int fd, ending how, const std::string& message) {
   std::ostringstream out;
-  out << "how " << static_cast<int>(how) << "\ninjected " << (sys::faults_injected() != 0 ? 1 : 0) << "\ncalls "
+  out << "how " << static_cast<int>(how) << "\npid " << ::getpid() << "\ninjected_kind " << sys::first_injected_kind()
+      << "\ninjected " << (sys::faults_injected() != 0 ? 1 : 0) << "\ncalls "
       << sys::calls_counted() << "\nkinds";
   std::vector<call> kinds(sys::call_log_capacity);
   kinds.resize(sys::logged_calls(kinds.data(), kinds.size()));
@@ -116,8 +123,8 @@ void write_report(int fd, ending how, const std::string& message) {
 // reports to fd; then exits normally (static destructors run: the
 // registry's detach is part of what is tested).
 [[noreturn]] void run_and_report(const scenario& s, world& w, const plan& p, int fd) {
-  g_exec = {p.nth, p.error, p.sticky, fd};
-  const auto arm = [&] { sys::arm_fault({p.nth, p.error, false, call::open, p.sticky}); };
+  g_exec = {p.nth, p.kind, p.error, p.sticky, fd};
+  const auto arm = [&] { sys::arm_fault({p.nth, p.error, p.nth != 0, static_cast<call>(p.kind), p.sticky}); };
   ending how = ending::ok;
   std::string message;
   try {
@@ -153,6 +160,10 @@ outcome parse_report(const std::string& text) {
       int v = 0;
       in >> v;
       o.injected = v != 0;
+    } else if (key == "pid") {
+      in >> o.reporter;
+    } else if (key == "injected_kind") {
+      in >> o.injected_kind;
     } else if (key == "calls") {
       in >> o.calls;
     } else if (key == "kinds") {
@@ -174,7 +185,6 @@ outcome parse_report(const std::string& text) {
 struct run_result {
   std::string scenario;
   plan p;
-  int kind = -1;  // the kind of call N (from the counting run)
   outcome o;
   std::string verdict;  // "" = pass
 };
@@ -182,6 +192,7 @@ struct run_result {
 outcome run_child(const scenario& s, world& w, const plan& p, int timeout_ms, pid_t& child) {
   int fds[2];
   if (::pipe(fds) != 0) throw std::runtime_error("fault sweep: pipe failed");
+  std::fflush(nullptr);  // a child that exit()s must not flush our buffered output again
   child = ::fork();
   if (child == 0) {
     ::close(fds[0]);
@@ -254,7 +265,8 @@ run_result run_one(const scenario& s, const plan& p, int timeout_ms) {
   r.o = run_child(s, w, p, timeout_ms, child);
   r.verdict = judge(p, r.o);
   if (r.o.how != ending::hung && r.o.how != ending::crashed) {
-    const std::string state = check_state(s, w, r.o, child);
+    std::string state = check_state(s, w, r.o, child);
+    if (state.empty() && r.o.reporter > 0 && r.o.reporter != child) state = check_state(s, w, r.o, r.o.reporter);
     if (!state.empty()) r.verdict += (r.verdict.empty() ? "" : "; ") + state;
   }
   tear_down(w);
@@ -271,11 +283,15 @@ struct options {
 };
 
 std::string describe(const run_result& r) {
-  std::string d = r.scenario + " call " + std::to_string(r.p.nth);
-  if (r.p.nth != 0)
-    d += std::string(" (") + (r.kind >= 0 ? sys::call_name(static_cast<call>(r.kind)) : "?") + ") " +
+  if (r.p.nth == 0) return r.scenario + " (counting run, no fault)";
+  return r.scenario + " " + sys::call_name(static_cast<call>(r.p.kind)) + " #" + std::to_string(r.p.nth) + " " +
          sys::errno_name(r.p.error) + (r.p.sticky ? " sticky" : "");
-  return d;
+}
+
+std::string replay_spec(const run_result& r) {
+  if (r.p.nth == 0) return r.scenario;
+  return r.scenario + ":" + sys::call_name(static_cast<call>(r.p.kind)) + ":" + std::to_string(r.p.nth) + ":" +
+         sys::errno_name(r.p.error) + (r.p.sticky ? ":sticky" : "");
 }
 
 struct scenario_figures {
@@ -305,7 +321,7 @@ std::string to_json(const options& opt, const std::vector<scenario_figures>& fig
     out += (i ? "," : "") + json_object()
                                 .str("scenario", r.scenario)
                                 .num("call_number", r.p.nth)
-                                .str("call", r.kind >= 0 ? sys::call_name(static_cast<call>(r.kind)) : "")
+                                .str("call", r.p.nth ? sys::call_name(static_cast<call>(r.p.kind)) : "")
                                 .str("errno", r.p.nth ? sys::errno_name(r.p.error) : "")
                                 .num("sticky", std::uint64_t{r.p.sticky})
                                 .str("ending", ending_name(r.o.how))
@@ -337,8 +353,7 @@ std::string to_markdown(const options& opt, const std::vector<scenario_figures>&
     std::string v = r.verdict;
     for (char& c : v)
       if (c == '|' || c == '\n') c = ' ';
-    md << "| " << describe(r) << " | " << v << " | `fault_sweep --replay " << r.scenario << ":" << r.p.nth << ":"
-       << sys::errno_name(r.p.error) << (r.p.sticky ? ":sticky" : "") << "` |\n";
+    md << "| " << describe(r) << " | " << v << " | `fault_sweep --replay " << replay_spec(r) << "` |\n";
   }
   return md.str();
 }
@@ -348,17 +363,28 @@ int replay(const options& opt) {
   std::stringstream ss(opt.replay);
   for (std::string part; std::getline(ss, part, ':');) parts.push_back(part);
   const scenario* s = parts.empty() ? nullptr : find_scenario(parts[0]);
-  if (s == nullptr || parts.size() < 2) {
-    std::fprintf(stderr, "fault_sweep: --replay SCENARIO:N[:ERRNO[:sticky]] with a known scenario\n");
+  int kind = -1;
+  for (int k = 0; parts.size() > 1 && k < static_cast<int>(call::count_); ++k)
+    if (parts[1] == sys::call_name(static_cast<call>(k))) kind = k;
+  if (s == nullptr || (parts.size() > 1 && kind < 0) || parts.size() == 3) {
+    std::fprintf(stderr, "fault_sweep: --replay SCENARIO[:CALL:N[:ERRNO[:sticky]]] with a known scenario and call\n");
     return 64;
   }
-  plan p{std::strtoull(parts[1].c_str(), nullptr, 10), parts.size() > 2 ? sys::errno_from_name(parts[2].c_str()) : EIO,
-         parts.size() > 3 && parts[3] == "sticky"};
+  plan p;
+  if (parts.size() > 2) {
+    p.kind = kind;
+    p.nth = std::strtoull(parts[2].c_str(), nullptr, 10);
+    p.error = parts.size() > 3 ? sys::errno_from_name(parts[3].c_str()) : EIO;
+    p.sticky = parts.size() > 4 && parts[4] == "sticky";
+  }
   const run_result r = run_one(*s, p, opt.timeout_ms);
   std::printf("%s: %s (%s: %s)\n", opt.replay.c_str(), r.verdict.empty() ? "pass" : ("FAIL: " + r.verdict).c_str(),
               ending_name(r.o.how), r.o.message.c_str());
-  std::printf("calls counted: %llu; fault injected: %s\n", static_cast<unsigned long long>(r.o.calls),
+  std::printf("calls counted: %llu; fault injected: %s; calls:", static_cast<unsigned long long>(r.o.calls),
               r.o.injected ? "yes" : "no");
+  for (std::size_t k = 0; k < r.o.kinds.size(); ++k)
+    std::printf(" %zu:%s", k + 1, sys::call_name(static_cast<call>(r.o.kinds[k])));
+  std::printf("\n");
   return r.verdict.empty() ? 0 : 1;
 }
 
@@ -372,19 +398,23 @@ int sweep(const options& opt) {
     scenario_figures f{s.name, s.summary};
     run_result counting = run_one(s, plan{}, opt.timeout_ms);
     f.calls = counting.o.calls;
-    const std::vector<int> kinds = counting.o.kinds;
+    std::map<int, std::uint64_t> per_kind;
+    for (const int k : counting.o.kinds) ++per_kind[k];
     runs.push_back(counting);
     std::vector<plan> plans;
-    for (std::uint64_t n = 1; n <= f.calls && n <= kinds.size(); ++n) {
-      const auto& errs = errnos_for(static_cast<call>(kinds[n - 1]));
-      for (std::size_t e = 0; e < errs.size() && (opt.full || e == 0); ++e) {
-        plans.push_back({n, errs[e], false});
-        if (opt.full) plans.push_back({n, errs[e], true});
-      }
+    for (const auto& [kind, count] : per_kind) {
+      const auto& errs = errnos_for(static_cast<call>(kind));
+      for (std::uint64_t n = 1; n <= count; ++n)
+        for (std::size_t e = 0; e < errs.size() && (opt.full || e == 0); ++e) {
+          plans.push_back({n, kind, errs[e], false});
+          // Sticky: every later call of the kind fails too.  Not for EINTR:
+          // an interruption that never ends is not an environment, and
+          // retrying EINTR is what every caller must do.
+          if (opt.full && errs[e] != EINTR) plans.push_back({n, kind, errs[e], true});
+        }
     }
     for (const plan& p : plans) {
       run_result r = run_one(s, p, opt.timeout_ms);
-      r.kind = kinds[p.nth - 1];
       if (opt.verbose || !r.verdict.empty())
         std::printf("  %s: %s\n", describe(r).c_str(), r.verdict.empty() ? "pass" : ("FAIL: " + r.verdict).c_str());
       runs.push_back(std::move(r));
@@ -422,6 +452,7 @@ int sweep(const options& opt) {
     const std::string a = argv[i];
     if (a == "--exec-stage") name = argv[i + 1];
     else if (a == "--nth") p.nth = std::strtoull(argv[i + 1], nullptr, 10);
+    else if (a == "--kind") p.kind = std::atoi(argv[i + 1]);
     else if (a == "--errno") p.error = std::atoi(argv[i + 1]);
     else if (a == "--sticky") p.sticky = std::string(argv[i + 1]) == "1";
     else if (a == "--report-fd") fd = std::atoi(argv[i + 1]);
@@ -461,7 +492,7 @@ int main(int argc, char** argv) {
     } else {
       std::fprintf(stderr,
                    "usage: fault_sweep [--mode ci|full] [--only SCENARIO] [--json FILE] [--markdown FILE]\n"
-                   "                   [--timeout-ms N] [--verbose] [--list] [--replay SCENARIO:N:ERRNO[:sticky]]\n");
+                   "                   [--timeout-ms N] [--verbose] [--list] [--replay SCENARIO[:CALL:N:ERRNO[:sticky]]]\n");
       return 64;
     }
   }

@@ -51,6 +51,7 @@ std::atomic<int> g_kind{-1};  // -1: count every kind
 std::atomic<bool> g_sticky{false};
 std::atomic<std::uint64_t> g_counted{0};
 std::atomic<std::uint64_t> g_injected{0};
+std::atomic<int> g_first_injected_kind{-1};
 std::atomic<bool> g_env_read{false};
 std::atomic<int> g_trace_fd{-1};
 std::atomic<std::uint8_t> g_log[call_log_capacity];
@@ -78,6 +79,7 @@ void arm_fault(const fault_plan& plan) noexcept {
   g_env_read.store(true);
   g_counted.store(0);
   g_injected.store(0);
+  g_first_injected_kind.store(-1);
   g_error.store(plan.error);
   g_kind.store(plan.only_one_kind ? static_cast<int>(plan.kind) : -1);
   g_sticky.store(plan.sticky);
@@ -93,6 +95,7 @@ std::size_t logged_calls(call* out, std::size_t max) noexcept {
   return k;
 }
 std::uint64_t faults_injected() noexcept { return g_injected.load(); }
+int first_injected_kind() noexcept { return g_first_injected_kind.load(); }
 
 bool fault_fires(call c, int& err) noexcept {
   if (!g_env_read.load(std::memory_order_acquire) && !g_env_read.exchange(true)) read_environment();
@@ -109,7 +112,7 @@ bool fault_fires(call c, int& err) noexcept {
   if (nth == 0 || c == call::close || c == call::munmap) return false;
   if (n == nth || (g_sticky.load(std::memory_order_relaxed) && n > nth)) {
     err = g_error.load(std::memory_order_relaxed);
-    g_injected.fetch_add(1, std::memory_order_relaxed);
+    if (g_injected.fetch_add(1, std::memory_order_relaxed) == 0) g_first_injected_kind.store(static_cast<int>(c));
     return true;
   }
   return false;

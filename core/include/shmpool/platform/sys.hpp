@@ -103,6 +103,7 @@ struct fault_plan {
 void arm_fault(const fault_plan& plan) noexcept;  // resets the counts and the call log
 std::uint64_t calls_counted() noexcept;           // counted calls since arming
 std::uint64_t faults_injected() noexcept;         // failures injected since arming
+int first_injected_kind() noexcept;               // the call kind of the first injected failure, or -1
 // The kinds of the first counted calls since arming, in order (the sweep's
 // counting run reads them to choose the errnos worth injecting at each N).
 inline constexpr std::size_t call_log_capacity = 4096;
