@@ -17,6 +17,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -703,6 +704,9 @@ int main(int argc, char** argv) {
     }
   }
   ::signal(SIGPIPE, SIG_IGN);
+  // Orphans of a case (children of a killed creator) become ours, and are
+  // reaped after each case rather than left as zombies.
+  ::prctl(PR_SET_CHILD_SUBREAPER, 1);
   int passed = 0, failed = 0, skips = 0;
   std::string table =
       "# Real environments\n\n`env_runner`: each case with real processes, namespaces, mounts and limits.\n\n"
@@ -715,6 +719,8 @@ int main(int argc, char** argv) {
       v = c.run();
     } catch (const std::exception& e) {
       v = std::string("runner exception: ") + e.what();
+    }
+    while (::waitpid(-1, nullptr, WNOHANG) > 0) {
     }
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const char* word = v.empty() ? "PASS" : skipped(v) ? "SKIP" : "FAIL";
