@@ -76,7 +76,47 @@ step("add_subdirectory consumer: configure" ${CMAKE_COMMAND} -S "${examples}/sub
      ${common} "-DSHMPOOL_SOURCE_DIR=${SOURCE_DIR}")
 step("add_subdirectory consumer: build" ${CMAKE_COMMAND} --build "${WORK_DIR}/sub")
 step("add_subdirectory consumer: run" "${WORK_DIR}/sub/consumer")
-step("FetchContent consumer: configure" ${CMAKE_COMMAND} -S "${examples}/subproject" -B "${WORK_DIR}/fc"
-     ${common} -DUSE_FETCHCONTENT=ON "-DFETCHCONTENT_SOURCE_DIR_SHMPOOL=${SOURCE_DIR}")
-step("FetchContent consumer: build" ${CMAKE_COMMAND} --build "${WORK_DIR}/fc")
-step("FetchContent consumer: run" "${WORK_DIR}/fc/consumer")
+# FetchContent really clones: a file:// copy of this repository at the
+# release tag the README's example names, so a tag that does not exist fails
+# here.  A checkout that carries no tags at all (a CI clone without them)
+# cannot show it: that is reported and the clone is skipped.
+file(READ "${SOURCE_DIR}/README.md" readme)
+string(REGEX MATCH "FetchContent_Declare\\(shmpool [^)]*GIT_TAG (v[0-9]+\\.[0-9]+\\.[0-9]+)\\)" _ "${readme}")
+set(readme_tag "${CMAKE_MATCH_1}")
+if(NOT readme_tag)
+  message(FATAL_ERROR "embedding: the README's FetchContent example names no GIT_TAG vX.Y.Z")
+endif()
+execute_process(COMMAND git -C "${SOURCE_DIR}" tag --list OUTPUT_VARIABLE tags RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0 OR tags STREQUAL "")
+  message(WARNING "embedding: ${SOURCE_DIR} carries no git tags: the FetchContent clone of ${readme_tag} is skipped")
+else()
+  step("the README's release tag ${readme_tag} exists" git -C "${SOURCE_DIR}" rev-parse --verify "refs/tags/${readme_tag}")
+  step("FetchContent consumer: configure (clones file://${SOURCE_DIR} at ${readme_tag})"
+       ${CMAKE_COMMAND} -S "${examples}/subproject" -B "${WORK_DIR}/fc" ${common} -DUSE_FETCHCONTENT=ON
+       "-DSHMPOOL_GIT_REPOSITORY=file://${SOURCE_DIR}" "-DSHMPOOL_GIT_TAG=${readme_tag}")
+  step("FetchContent consumer: build" ${CMAKE_COMMAND} --build "${WORK_DIR}/fc")
+  step("FetchContent consumer: run" "${WORK_DIR}/fc/consumer")
+endif()
+
+# 6. The library and the tool alone, on a machine without the workbench's
+#    dependencies (GoogleTest, RapidCheck, Google Benchmark hidden from
+#    find_package): the default configure stops with a message naming
+#    SHMPOOL_WORKBENCH; with -DSHMPOOL_WORKBENCH=OFF it configures, builds a
+#    shared library and the tool, installs the licence, and the installed tool
+#    runs (its RUNPATH finds libshmpool.so beside it).
+set(no_workbench_deps -DCMAKE_DISABLE_FIND_PACKAGE_GTest=ON -DCMAKE_DISABLE_FIND_PACKAGE_rapidcheck=ON
+    -DCMAKE_DISABLE_FIND_PACKAGE_benchmark=ON)
+execute_process(COMMAND ${CMAKE_COMMAND} -S "${SOURCE_DIR}" -B "${WORK_DIR}/nowb-default" ${common} ${no_workbench_deps}
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE out)
+if(rc EQUAL 0 OR NOT out MATCHES "SHMPOOL_WORKBENCH=OFF")
+  message(FATAL_ERROR "embedding: without GTest the default configure must fail and name -DSHMPOOL_WORKBENCH=OFF:\n${out}")
+endif()
+message(STATUS "embedding: a missing workbench dependency names -DSHMPOOL_WORKBENCH=OFF: ok")
+step("library-only configure (shared, no workbench dependency)" ${CMAKE_COMMAND} -S "${SOURCE_DIR}" -B "${WORK_DIR}/lib"
+     ${common} ${no_workbench_deps} -DSHMPOOL_WORKBENCH=OFF -DBUILD_SHARED_LIBS=ON)
+step("library-only build" ${CMAKE_COMMAND} --build "${WORK_DIR}/lib")
+step("library-only install" ${CMAKE_COMMAND} --install "${WORK_DIR}/lib" --prefix "${WORK_DIR}/lib-prefix")
+if(NOT EXISTS "${WORK_DIR}/lib-prefix/share/doc/shmpool/LICENSE")
+  message(FATAL_ERROR "embedding: the licence was not installed (share/doc/shmpool/LICENSE)")
+endif()
+step("the installed tool finds the installed shared library" "${WORK_DIR}/lib-prefix/bin/shmpool" --help)

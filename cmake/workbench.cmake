@@ -1,0 +1,14 @@
+# shmpool_require_package(<Package> [find_package arguments...])
+# A dependency of the workbench (GoogleTest, RapidCheck, Google Benchmark).
+# When it is missing, configuration stops with a message that names the
+# package, how to install it, and the switch that builds without the
+# workbench, instead of CMake's bare "Could NOT find".
+macro(shmpool_require_package package)
+  find_package(${package} ${ARGN} QUIET)
+  if(NOT ${package}_FOUND)
+    message(FATAL_ERROR
+      "shmpool: the workbench needs ${package}, which was not found.\n"
+      "  Install the workbench's dependencies with scripts/install-deps (Debian 12), or\n"
+      "  configure with -DSHMPOOL_WORKBENCH=OFF to build and install only the library and the shmpool tool.")
+  endif()
+endmacro()
