@@ -43,6 +43,14 @@ std::string hex(std::uint64_t v) {
   return text;
 }
 
+// snprintf, not std::to_string: its digit table is a STB_GNU_UNIQUE symbol,
+// and a plugin holding one can never be unloaded (dlclose does nothing).
+std::string dec(std::uint64_t v) {
+  char text[24];
+  std::snprintf(text, sizeof text, "%" PRIu64, v);
+  return text;
+}
+
 std::uint64_t mix(std::uint64_t h, std::uint64_t v) noexcept {
   h ^= v + 0x9E37'79B9'7F4A'7C15ULL + (h << 6) + (h >> 2);
   h ^= h >> 31;
@@ -204,7 +212,7 @@ srb_process_registry* srb_publish_anchor(srb_process_registry* fresh) {
   }
   sys::close(fd);
   throw registry_error("stable_reference_buffer: cannot publish the registry's anchor page: all " +
-                       std::to_string(srb_anchor_candidates) + " candidate addresses from " + hex(first_candidate) +
+                       dec(srb_anchor_candidates) + " candidate addresses from " + hex(first_candidate) +
                        " are mapped by other code");
 }
 
@@ -220,7 +228,7 @@ const void* srb_find_registry_as_new_copy() {
   const srb_process_registry* r = srb_find_anchor();
   if (r == nullptr)
     throw registry_error("stable_reference_buffer: no anchor page at any of the " +
-                         std::to_string(srb_anchor_candidates) + " candidate addresses from " +
+                         dec(srb_anchor_candidates) + " candidate addresses from " +
                          hex(first_candidate));
   return r;
 }
