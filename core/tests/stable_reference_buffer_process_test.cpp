@@ -306,6 +306,17 @@ TEST(SrbHelper, Run) {
     } catch (const std::system_error& e) {
       ADD_FAILURE() << "std::system_error escaped (the header promises registry_error): " << e.what();
     }
+  } else if (m == "all-taken") {
+    for (unsigned i = 0; i < detail::srb_anchor_candidates; ++i) {
+      void* const at = reinterpret_cast<void*>(detail::srb_anchor_candidate(i));
+      ASSERT_EQ(::mmap(at, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0), at);
+    }
+    try {
+      stable_reference_buffer b(8);
+      ADD_FAILURE() << "attached although every candidate is foreign memory";
+    } catch (const shmpool::registry_error& e) {
+      EXPECT_NE(std::string(e.what()).find("are mapped by other code"), std::string::npos) << e.what();
+    }
   } else if (m == "emfile") {
     const rlimit none{3, 3};  // stdin, stdout, stderr: nothing else
     ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &none), 0);
@@ -354,6 +365,12 @@ TEST_F(SrbProcess, AFullDevShmStillGivesAWorkingRegistry) {
 // spare, every copy fails with a registry_error naming the cause.
 TEST_F(SrbProcess, NoFileDescriptorLeftGivesARegistryErrorNamingMemfd) {
   EXPECT_EQ(srb_support::run_helper("SrbHelper.Run", "emfile"), 0);
+}
+
+// Every candidate address taken by memory that is not ours: a clear
+// registry_error, never a registry somewhere else.
+TEST_F(SrbProcess, EveryCandidateTakenGivesARegistryErrorNamingIt) {
+  EXPECT_EQ(srb_support::run_helper("SrbHelper.Run", "all-taken"), 0);
 }
 
 // Item 9: another user creates, first, the file the old design named after

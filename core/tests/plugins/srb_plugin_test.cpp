@@ -362,10 +362,19 @@ TEST(SrbPluginHelper, Run) {
   if (mode == nullptr) GTEST_SKIP() << "runs only as a helper image of the environment tests";
   const std::string m = mode;
   try {
-    if (m == "last-copy")
-      the_last_copy_goes_while_its_block_lives();
-    else
+    if (m == "foreign-first") {
+      // Memory that is not ours at the first candidate (a non-PIE heap, a
+      // MAP_32BIT mapping): the anchor goes to the next one, and every copy
+      // walks past it the same way.
+      void* const first = reinterpret_cast<void*>(shmpool::detail::srb_anchor_candidate(0));
+      ASSERT_EQ(::mmap(first, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0), first);
       EXPECT_TRUE(host_and_a_later_plugin_agree());
+      EXPECT_EQ(shmpool::detail::srb_anchor_address(), shmpool::detail::srb_anchor_candidate(1));
+    } else if (m == "last-copy") {
+      the_last_copy_goes_while_its_block_lives();
+    } else {
+      EXPECT_TRUE(host_and_a_later_plugin_agree());
+    }
   } catch (const std::exception& e) {
     ADD_FAILURE() << "threw: " << e.what();
   }
@@ -384,6 +393,11 @@ TEST(SrbPlugins, AHostAndALaterPluginAgreeWhateverDevShmIs) {
             }),
             0)
       << "full /dev/shm";
+}
+
+// The candidate walk: the first candidate taken by foreign memory.
+TEST(SrbPlugins, CopiesAgreeWhenTheFirstCandidateIsForeignMemory) {
+  EXPECT_EQ(srb_support::run_helper("SrbPluginHelper.Run", "foreign-first"), 0);
 }
 
 // Item 23: a registry with live blocks stays reachable after its last copy
