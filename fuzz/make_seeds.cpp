@@ -162,10 +162,10 @@ void registry_seeds(const fs::path& dir) {
   save(dir, "raw-empty", {0});
   save(dir, "raw-noise-48", [] { bytes b = noise(48); b.insert(b.begin(), 0); return b; }());
   save(dir, "raw-noise-47", [] { bytes b = noise(47); b.insert(b.begin(), 0); return b; }());
-  bytes magic = {0, 'S', 'H', 'M', 'P', 'R', 'O', 'O', 'T'};
+  bytes magic = {0, 'S', 'H', 'M', 'P', 'A', 'N', 'C', 'H'};
   magic.resize(49, 0);
   save(dir, "raw-magic-only", magic);
-  // Forged: for owner, registry, nonce a selector (0 real, 1 xor, 2 pages away, 3 literal) and 8 bytes.
+  // Forged: for self, registry, nonce a selector (0 real, 1 xor, 2 pages away, 3 literal) and 8 bytes.
   const int forged[][3] = {{0, 0, 0}, {1, 0, 0}, {0, 1, 0}, {0, 2, 0}, {0, 3, 0}, {0, 0, 1}, {3, 3, 3}};
   for (const auto& f : forged) {
     bytes b = {1};

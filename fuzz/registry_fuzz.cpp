@@ -1,23 +1,24 @@
-// fuzz_registry: corrupted stable_reference_buffer root segments, and
+// fuzz_registry: corrupted stable_reference_buffer anchor pages, and
 // reference-count sequences against a model.
 //
 // The registry itself is process-private memory; what another copy of the
-// core reads, and what a hostile or crashed writer could corrupt, is the root
-// segment /dev/shm/shmpool-srb-<identity> (detail/srb_registry.hpp).  Input
-// byte 0 chooses a mode:
-//   0  raw:    the rest of the input becomes the segment's bytes
-//   1  forged: the real record with owner, registry address and nonce
-//              replaced by fuzzed values, its checksum recomputed
-//              (srb_make_root_record), so the deeper checks are reached
+// core reads before it trusts anything is the anchor page at a fixed
+// candidate address (detail/srb_registry.hpp).  It is mapped read-only; the
+// fuzzer makes it writable (only a deliberate mprotect could) and writes
+// into it.  Input byte 0 chooses a mode:
+//   0  raw:    the rest of the input becomes the page's first bytes
+//   1  forged: the real record with its own address, registry address and
+//              nonce replaced by fuzzed values, its check word recomputed
+//              (srb_make_anchor_record), so the deeper checks are reached
 //   2  ops:    buffers created, copied, adopted, appended, reset inside
 //              nested delay_deallocation scopes, checked against a model
 // Oracles, modes 0 and 1: srb_find_registry_as_new_copy() (what a newly
 // loaded copy does) either throws registry_error or returns the real
-// registry; afterwards the real segment is restored and still found.
+// registry; afterwards the real record is restored and still found.
 // Mode 2: use_count, size, contents and is_known agree with the model after
 // every step; blocks released inside a scope stay readable until the
 // outermost scope ends (ASan reports a use after free otherwise).
-#include <fcntl.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #if defined(__has_feature)
@@ -50,44 +51,43 @@ namespace {
 using namespace shmpool_fuzz;
 namespace d = shmpool::detail;
 
-struct real_root {
-  std::string path;
-  d::srb_root_record record;
+struct real_anchor {
+  d::srb_anchor_record* page;
+  d::srb_anchor_record record;
   const void* registry;
 };
 
-// Attaches once (creating the registry and its segment) and remembers them.
-const real_root& root() {
-  static const real_root r = [] {
+constexpr std::size_t page_bytes_written = 96;  // the record and what follows it
+
+// Attaches once (creating the registry and its anchor) and remembers them.
+const real_anchor& anchor() {
+  static const real_anchor r = [] {
     shmpool::stable_reference_buffer attach(8);
-    real_root out{"/dev/shm/" + d::srb_registry_name(), {}, d::srb_find_registry_as_new_copy()};
-    const int fd = ::open(out.path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || ::pread(fd, &out.record, sizeof out.record, 0) != static_cast<ssize_t>(sizeof out.record))
-      fail("cannot read the real root segment");
-    ::close(fd);
-    return out;
+    auto* page = reinterpret_cast<d::srb_anchor_record*>(d::srb_anchor_address());
+    if (page == nullptr || ::mprotect(page, 4096, PROT_READ | PROT_WRITE) != 0) fail("cannot open the anchor page");
+    return real_anchor{page, *page, d::srb_find_registry_as_new_copy()};
   }();
   return r;
 }
 
-void write_segment(const void* bytes, std::size_t n) {
-  const int fd = ::open(root().path.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC);
-  if (fd < 0 || ::write(fd, bytes, n) != static_cast<ssize_t>(n)) fail("cannot write the root segment");
-  ::close(fd);
+void write_page(const void* bytes, std::size_t n) {
+  unsigned char image[page_bytes_written] = {};
+  std::memcpy(image, bytes, n < sizeof image ? n : sizeof image);
+  std::memcpy(anchor().page, image, sizeof image);
 }
 
 // What a new copy finds must be the real registry or a registry_error.
 void require_found_or_refused(const char* mode) {
   try {
     const void* got = d::srb_find_registry_as_new_copy();
-    require(got == root().registry, mode);
+    require(got == anchor().registry, mode);
   } catch (const shmpool::registry_error&) {
   }
 }
 
 void restore_and_require_found() {
-  write_segment(&root().record, sizeof root().record);
-  require(d::srb_find_registry_as_new_copy() == root().registry, "the restored segment is not found");
+  write_page(&anchor().record, sizeof anchor().record);
+  require(d::srb_find_registry_as_new_copy() == anchor().registry, "the restored anchor is not found");
 }
 
 // A value for one field: the real one, the real one xor a delta, a page
@@ -103,7 +103,7 @@ std::uint64_t field_value(std::uint64_t real, byte_reader& in) {
   }
 }
 
-// The core probes a registry address with write(2) into a pipe (srb_root.cpp,
+// The core probes a registry address with write(2) into a pipe (srb_anchor.cpp,
 // copy_if_readable).  ASan intercepts write and checks the source range
 // itself, so in ASan builds an unmapped or poisoned address is reported
 // instead of refused (fuzz/FINDINGS.md, F3).  Those addresses are left to the
@@ -121,27 +121,27 @@ bool asan_would_report_reading(std::uint64_t address) {
 }
 
 void forged_mode(byte_reader& in) {
-  const d::srb_root_record& real = root().record;
-  const std::uint64_t owner = field_value(real.owner, in);
+  const d::srb_anchor_record& real = anchor().record;
+  const std::uint64_t self = field_value(real.self, in);
   const std::uint64_t registry = field_value(real.registry, in);
   const std::uint64_t nonce = field_value(real.nonce, in);
   if (asan_would_report_reading(registry)) return;
-  d::srb_root_record rec = d::srb_make_root_record(owner, reinterpret_cast<const void*>(registry), nonce);
-  if (in.u8() & 1) rec.check ^= in.u64();  // and sometimes a bad checksum after all
-  write_segment(&rec, sizeof rec);
-  require_found_or_refused("a forged root record led to another registry");
+  d::srb_anchor_record rec = d::srb_make_anchor_record(self, reinterpret_cast<const void*>(registry), nonce);
+  if (in.u8() & 1) rec.check ^= in.u64();  // and sometimes a bad check word after all
+  write_page(&rec, sizeof rec);
+  require_found_or_refused("a forged anchor record led to another registry");
 }
 
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  (void)root();
+  (void)anchor();
   byte_reader in(data, size);
   switch (in.u8() % 3) {
     case 0: {
-      const std::string bytes = in.bytes(96);
-      write_segment(bytes.data(), bytes.size());
-      require_found_or_refused("a raw segment led to another registry");
+      const std::string bytes = in.bytes(page_bytes_written);
+      write_page(bytes.data(), bytes.size());
+      require_found_or_refused("a raw anchor page led to another registry");
       break;
     }
     case 1: forged_mode(in); break;

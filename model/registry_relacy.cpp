@@ -39,6 +39,12 @@
 //             safe_get handed out is never used after the free, and the
 //             block is freed exactly once, after the outermost exit.
 //             after(): one free, live 0, pending 0, depth 0.
+//   revive    a scope is open (before()).  T0 drops the block's only
+//             reference (it goes pending) and closes the scope.  T1 adopts
+//             the block by address: when adopted (re-adoption of a pending
+//             block, or before T0's drop) it uses it and drops it; a
+//             revived block must not be freed by T0's scope exit.  after():
+//             one free, block unknown, live 0, pending 0, depth 0.
 //
 // Order check: every non-relaxed member of srb_orders (drop, lock_take,
 // lock_give, sole) is overridden with mo::relaxed (and drop additionally
@@ -109,7 +115,7 @@ struct registry_fixture {
   void setup() {
     P::install(world);
     frees.store(0, rl::mo_relaxed, $);
-    reg = new registry<O>(1, 1);
+    reg = new registry<O>(1);
   }
   void teardown() {
     delete reg;
@@ -272,26 +278,62 @@ struct delay_model : rl::test_suite<delay_model<O>, 2> {
     e = f.insert_held(b, 2);
   }
   void thread(unsigned i) {
+    shmpool::detail::srb_scope outer, inner;
     if (i == 0) {
-      f.reg->enter_delay();
+      f.reg->enter_delay(outer, i);
       // safe_get: the pointer stays valid after this instance lets go
       // because the scope is alive (delaying() is at least our own scope).
       const bool safe = registry<O>::use_count(*e) > 1 || f.reg->delaying();
       RL_ASSERT(safe);
       f.drop(*e);  // maybe the last: pending until the outermost exit
       b.use(0);
-      f.reg->exit_delay(f.freer());
+      f.reg->exit_delay(outer, f.freer());
     } else {
       b.use(1);
       f.drop(*e);
-      f.reg->enter_delay();
-      f.reg->enter_delay();
-      f.reg->exit_delay(f.freer());  // inner exit: frees nothing
-      f.reg->exit_delay(f.freer());
+      f.reg->enter_delay(outer, i);
+      f.reg->enter_delay(inner, i);
+      f.reg->exit_delay(inner, f.freer());  // inner exit: frees nothing
+      f.reg->exit_delay(outer, f.freer());
     }
   }
   void after() {
     RL_ASSERT(b.freed($) == 1);
+    f.assert_quiescent(1);
+    f.teardown();
+  }
+};
+
+// ---- revive (re-adoption inside a scope) -------------------------------------------------
+template <class O>
+struct revive_model : rl::test_suite<revive_model<O>, 2> {
+  registry_fixture<O> f;
+  block b;
+  typename registry<O>::entry* e = nullptr;
+  shmpool::detail::srb_scope scope;
+
+  void before() {
+    f.setup();
+    e = f.insert_held(b, 1);
+    f.reg->enter_delay(scope, 7);
+  }
+  void thread(unsigned i) {
+    if (i == 0) {
+      b.use(0);
+      f.drop(*e);  // the last reference, inside the scope: pending
+      f.reg->exit_delay(scope, f.freer());  // frees it unless T1 adopted it again
+      return;
+    }
+    typename registry<O>::entry* mine = nullptr;
+    const srb_adopt r = f.reg->adopt(&b, mine);
+    if (r != srb_adopt::adopted) return;  // freed already, or the drop still on its way to L
+    RL_ASSERT(registry<O>::use_count(*mine) >= 1);
+    b.use(1);  // a revived block outlives the scope
+    f.drop(*mine);
+  }
+  void after() {
+    RL_ASSERT(b.freed($) == 1);
+    RL_ASSERT(!f.reg->known(&b));
     f.assert_quiescent(1);
     f.teardown();
   }
@@ -307,16 +349,17 @@ struct verdict {
 template <class O>
 bool report_row(const char* name, rl::iteration_t n, bool expect_pass) {
   const auto t0 = std::chrono::steady_clock::now();
-  verdict v[4];
+  verdict v[5];
   v[0].ok = model_passes<handover_model, O>(n, v[0].why);
   v[1].ok = model_passes<adopt_model, O>(n, v[1].why);
   v[2].ok = model_passes<grow_model, O>(n, v[2].why);
   v[3].ok = model_passes<delay_model, O>(n, v[3].why);
+  v[4].ok = model_passes<revive_model, O>(n, v[4].why);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  static const char* const names[4] = {"handover", "adopt", "grow", "delay"};
+  static const char* const names[5] = {"handover", "adopt", "grow", "delay", "revive"};
   bool all = true;
   std::printf("%-18s", name);
-  for (int k = 0; k < 4; ++k) {
+  for (int k = 0; k < 5; ++k) {
     all &= v[k].ok;
     std::printf(" %s=%s%s%s", names[k], v[k].ok ? "pass" : "FAIL", v[k].ok ? "" : ":", v[k].why.c_str());
   }

@@ -332,4 +332,45 @@ TEST(RegistryTsan, DelayScopesOnSeveralThreadsKeepReleasedBlocks) {
   balance.expect_balanced(made.load());
 }
 
+// ---- 4. scopes closed on other threads; blocks adopted again inside them -------------
+// Each round a thread opens a scope, makes a block, lets it go (pending:
+// its own scope is alive), adopts it again from the raw pointer (T3: it
+// must be known and intact), then hands its scope to a shared queue and
+// closes whichever scope is oldest there, usually another thread's
+// (issue 12, items 12 and 13).  T4 at the end: depth back to where it was,
+// every block freed exactly once.
+TEST(RegistryTsan, ScopesClosedOnOtherThreadsAndReadoptionKeepCountsExact) {
+  constexpr int rounds = 1500;
+  const registry_balance balance;
+  violations v;
+  std::mutex queue_lock;
+  std::vector<delay*> queue;
+  run_threads(threads, [&](int t) {
+    for (int r = 0; r < rounds; ++r) {
+      auto* mine = new delay;
+      const auto tag = static_cast<unsigned char>(1 + (t * 31 + r) % 250);
+      stable_reference_buffer b = patterned(tag);
+      const void* p = b.get();
+      b.reset();
+      v.check(stable_reference_buffer::is_known(p), "a block released inside a live scope is unknown");
+      stable_reference_buffer again(p);
+      v.check(again.use_count() == 1 && intact(p, block_bytes, tag), "T3: a block adopted again is not intact");
+      delay* oldest = nullptr;
+      {
+        const std::lock_guard<std::mutex> g(queue_lock);
+        queue.push_back(mine);
+        if (queue.size() > 3) {
+          oldest = queue.front();
+          queue.erase(queue.begin());
+        }
+      }
+      delete oldest;  // most often opened by another thread
+      v.check(intact(again.get(), block_bytes, tag), "T2: a held block changed when a scope closed");
+    }
+  });
+  for (delay* s : queue) delete s;
+  EXPECT_EQ(v.count(), 0) << v.first();
+  balance.expect_balanced(static_cast<std::uint64_t>(threads) * rounds);
+}
+
 }  // namespace

@@ -23,9 +23,11 @@
 //   M4  an exclusive append (holders == 1, no scope) grows in place and may
 //       move the block: pointers to the old address are dropped; anything
 //       else appends copy-on-write into a new block.
-//   M5  is_known: true for live blocks, false for pending ones, for dead
+//   M5  is_known: true for live and pending blocks; false for dead
 //       addresses no live block reuses, for interior addresses and null;
-//       adopting any of those throws std::invalid_argument.
+//       adopting any of those throws std::invalid_argument.  Adopting a
+//       pending block makes it live again with one holder (the seed's
+//       re-adoption inside a scope): it outlives the scope.
 //   M6  (in the test cases that draw it) the registry's live / pending /
 //       depth counters equal the model's, and frees grows by one per block
 //       that went dead: every block freed exactly once.
@@ -44,6 +46,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <stdexcept>
@@ -92,15 +95,15 @@ void read_alive(const void* p, const std::string& want, const char* what) {
 struct coverage_counts {
   long append_exclusive = 0, append_shared = 0, append_delayed = 0, append_to_empty = 0, append_from_self = 0;
   long held_safe = 0, held_safe_let_go = 0, held_raw = 0, held_dropped_as_freed = 0, held_moved = 0;
-  long nested_exit = 0, outermost_exit_freed = 0, bad_adopts = 0;
+  long nested_exit = 0, outermost_exit_freed = 0, bad_adopts = 0, readopted = 0;
   ~coverage_counts() {
     std::fprintf(stderr,
                  "srb_model coverage: append exclusive=%ld shared=%ld in-scope=%ld to-empty=%ld own-bytes=%ld; "
                  "held safe_get=%ld safe_get+let-go=%ld get=%ld (dropped as freed=%ld, moved by append=%ld); "
-                 "inner exits=%ld outermost exits that freed=%ld; rejected adopts=%ld\n",
+                 "inner exits=%ld outermost exits that freed=%ld; rejected adopts=%ld; pending adopted again=%ld\n",
                  append_exclusive, append_shared, append_delayed, append_to_empty, append_from_self, held_safe,
                  held_safe_let_go, held_raw, held_dropped_as_freed, held_moved, nested_exit, outermost_exit_freed,
-                 bad_adopts);
+                 bad_adopts, readopted);
   }
 };
 coverage_counts coverage;
@@ -226,7 +229,7 @@ void expect_same(srb_sut& sut) {
   for (const held_pointer& h : m.held)  // M3
     read_alive(h.p, m.alive(h.block)->bytes.substr(0, h.len), "a held pointer");
   for (const auto& [id, bm] : m.blocks) RC_ASSERT(stable_reference_buffer::is_known(bm.address));  // M5
-  for (const auto& [id, bm] : m.pending) RC_ASSERT(!stable_reference_buffer::is_known(bm.address));
+  for (const auto& [id, bm] : m.pending) RC_ASSERT(stable_reference_buffer::is_known(bm.address));
   for (const void* a : m.dead) {
     bool reused = false;
     for (const auto& [id, bm] : m.blocks) reused |= bm.address == a;
@@ -424,10 +427,33 @@ struct Adopt : cmd {
   void show(std::ostream& os) const override { os << "s" << d << " = srb(s" << src << ".get());"; }
 };
 
+// M5: a pending block adopted again from its address is live again, one
+// holder in slot d, and outlives the scope.  Skipped when none is pending.
+struct AdoptPending : cmd {
+  int d = pick();
+  std::size_t pick_index = *rc::gen::inRange<std::size_t>(0, 64);
+  void run(const no_state&, srb_sut& sut) const override {
+    auto& m = sut.shadow;
+    if (m.pending.empty()) return;
+    auto it = m.pending.begin();
+    std::advance(it, static_cast<std::ptrdiff_t>(pick_index % m.pending.size()));
+    const auto [id, bm] = *it;
+    sut.s[d] = stable_reference_buffer(bm.address);
+    m.pending.erase(it);
+    m.blocks[id] = bm;
+    m.slot[d] = {id, 0, true};
+    ++coverage.readopted;
+    expect_same(sut);
+  }
+  void show(std::ostream& os) const override {
+    os << "s" << d << " = srb(<pending block #" << pick_index << ">);  // adopted again";
+  }
+};
+
 // M5: adopting an address the registry must not know throws
 // invalid_argument and leaves everything as it was.  Which address: an
-// interior one of a live block, a pending block, a dead one (not reused),
-// or a stack address.  Skipped when no such address exists.
+// interior one of a live block, a dead one (not reused), or a stack
+// address.  Skipped when no such address exists.
 struct AdoptUnknown : cmd {
   int kind = *rc::gen::inRange(0, 4);
   std::size_t pick_index = *rc::gen::inRange<std::size_t>(0, 64);
@@ -437,9 +463,7 @@ struct AdoptUnknown : cmd {
     if (kind == 0)
       for (const auto& [id, bm] : m.blocks)
         if (bm.bytes.size() > 1) candidates.push_back(static_cast<const char*>(bm.address) + 1);
-    if (kind == 1)
-      for (const auto& [id, bm] : m.pending) candidates.push_back(bm.address);
-    if (kind == 2)
+    if (kind == 1 || kind == 2)
       for (const void* a : m.dead) {
         bool reused = false;
         for (const auto& [id, bm] : m.blocks) reused |= bm.address == a;
@@ -455,7 +479,7 @@ struct AdoptUnknown : cmd {
     expect_same(sut);
   }
   void show(std::ostream& os) const override {
-    static const char* const what[] = {"interior address", "pending block", "dead block", "stack address"};
+    static const char* const what[] = {"interior address", "dead block", "dead block", "stack address"};
     os << "EXPECT_THROW(srb(<" << what[kind] << " #" << pick_index << ">), std::invalid_argument);";
   }
 };
@@ -534,7 +558,7 @@ void run_model(bool check_registry_counters) {
   srb_sut sut(check_registry_counters);
   rc::state::check(no_state{}, sut,
                    rc::state::gen::execOneOfWithArgs<Create, Create, Copy, Move, Swap, Reset, Append, Append, Adopt,
-                                                     AdoptUnknown, Enter, Enter, Exit, Exit, SafeRead, Hold, Hold>());
+                                                     AdoptPending, AdoptUnknown, Enter, Enter, Exit, Exit, SafeRead, Hold, Hold>());
   // Close scopes (frees pending blocks), then drop every instance.
   sut.shadow.held.clear();
   sut.scopes.clear();

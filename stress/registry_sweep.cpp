@@ -1,5 +1,5 @@
 // The registry half of the crash-point sweep (registry_sweep.hpp has the
-// checks S1..S5).
+// checks S1..S4).
 #include "registry_sweep.hpp"
 
 #include <signal.h>
@@ -10,9 +10,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
-#include <optional>
 #include <vector>
 
 #include "shmpool/detail/srb_registry.hpp"
@@ -33,74 +30,33 @@ const fs::path shm_dir = "/dev/shm";
 
 // ---- what a process left in /dev/shm ------------------------------------------
 
-struct named_files {
-  bool root = false;
-  int temporaries = 0;
-  std::vector<std::string> others;  // anything else carrying the identity's name
-};
-
-named_files files_naming(std::uint64_t identity) {
-  named_files f;
-  const std::string root = detail::srb_root_name(identity);
-  const std::string temporary = root + ".tmp.";
+// S1: files carrying the victim's identity, as format 1 named its root
+// segment and temporaries ("shmpool-srb-<16 hex>..."): there must be none.
+std::vector<std::string> files_naming(std::uint64_t identity) {
+  char prefix[64];
+  std::snprintf(prefix, sizeof prefix, "shmpool-srb-%016llx", static_cast<unsigned long long>(identity));
+  std::vector<std::string> out;
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(shm_dir, ec)) {
     const std::string name = e.path().filename().string();
-    if (name == root) f.root = true;
-    else if (name.starts_with(temporary)) ++f.temporaries;
-    else if (name.starts_with(root)) f.others.push_back(name);
+    if (name.starts_with(prefix)) out.push_back(name);
   }
-  return f;
-}
-
-bool names_nothing(const named_files& f) { return !f.root && f.temporaries == 0 && f.others.empty(); }
-
-std::optional<std::string> file_bytes(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  if (!in) return std::nullopt;
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-// S1: a root segment is exactly one record, naming its owner, whose check
-// word matches the other fields (what srb_make_root_record writes).
-std::optional<std::string> root_record_problem(std::uint64_t identity) {
-  const auto bytes = file_bytes(detail::srb_root_path(identity));
-  if (!bytes) return std::nullopt;  // removed meanwhile (a concurrent sweeper)
-  if (bytes->size() != sizeof(detail::srb_root_record))
-    return "root segment of a dead process holds " + std::to_string(bytes->size()) + " bytes, not one record";
-  detail::srb_root_record rec{};
-  std::memcpy(&rec, bytes->data(), sizeof rec);
-  const detail::srb_root_record expected =
-      detail::srb_make_root_record(identity, reinterpret_cast<const void*>(rec.registry), rec.nonce);
-  if (std::memcmp(&rec, &expected, sizeof rec) != 0)
-    return "root segment of a dead process is not a complete record (magic, owner or check wrong)";
-  return std::nullopt;
-}
-
-// S1 (died) and S2 (ran to the end).
-problems check_left_by_victim(std::uint64_t victim, bool died) {
-  problems out;
-  const named_files f = files_naming(victim);
-  for (const auto& name : f.others) out.push_back("unexpected file /dev/shm/" + name);
-  if (!died) {
-    if (f.root) out.push_back("a process that exited normally left its root segment");
-    if (f.temporaries > 0) out.push_back("a process that exited normally left a temporary");
-    return out;
-  }
-  if (f.temporaries > 1) out.push_back("a dead process left " + std::to_string(f.temporaries) + " temporaries");
-  if (f.root)
-    if (auto p = root_record_problem(victim)) out.push_back(*p);
   return out;
 }
 
-// S3: one sweep while the victim is a zombie removes everything naming it.
-problems check_swept(std::uint64_t victim, std::uint64_t planted) {
+problems check_left_by_victim(std::uint64_t victim) {
   problems out;
-  detail::srb_sweep_dead_registries();
-  if (!names_nothing(files_naming(victim))) out.push_back("the sweep left files of the dead process");
-  if (planted != 0 && !names_nothing(files_naming(planted)))
-    out.push_back("the sweep left the segment of an earlier dead process");
+  for (const auto& name : files_naming(victim)) out.push_back("the process left /dev/shm/" + name);
   return out;
+}
+
+// S3: this process's anchor still leads to its own registry.
+bool anchor_leads_home() {
+  try {
+    return detail::srb_find_registry_as_new_copy() == &detail::srb_current();
+  } catch (const shmpool::registry_error&) {
+    return false;
+  }
 }
 
 // ---- what a victim does -----------------------------------------------------------
@@ -112,15 +68,16 @@ bool bytes_are(const void* p, std::size_t n, char c) {
   return true;
 }
 
-// Every registry path with a crash site: insert, last release outside and
-// inside a delay scope, exclusive append, and (at exit) the last copy's
-// detach.  True if every result was right and this process's own segment
-// still leads to its registry.
+// Every registry path with a crash site: the anchor's publication (first
+// use), insert, last release outside and inside a delay scope, re-adoption
+// of a parked block, exclusive append.  True if every result was right and
+// this process's anchor still leads to its registry.
 bool use_the_registry() {
   bool ok = true;
   stable_reference_buffer a(64);
   std::memset(a.get(), 'v', 64);
   stable_reference_buffer b = a;
+  stable_reference_buffer revived;
   {
     stable_reference_buffer::delay_deallocation scope;
     stable_reference_buffer c(32);
@@ -128,46 +85,25 @@ bool use_the_registry() {
     const void* kept = c.get();
     c.reset();                               // last reference inside a scope: parked
     ok &= bytes_are(kept, 32, 'c');          // still readable until the scope ends
+    stable_reference_buffer d(16);
+    std::memset(d.get(), 'd', 16);
+    const void* again = d.get();
+    d.reset();
+    revived = stable_reference_buffer(again);  // parked, then adopted again: lives on
     a.reset();
     ok &= b.use_count() == 1;
   }
+  ok &= revived.use_count() == 1 && bytes_are(revived.get(), 16, 'd');
+  revived.reset();
   b.append("tail", 4);
   ok &= b.size() == 68 && bytes_are(b.get(), 64, 'v');
   b.reset();
-  ok &= detail::srb_open_root(my_identity()) == &detail::srb_current();
+  ok &= anchor_leads_home();
   return ok;
 }
 
 [[noreturn]] void exit_normally(bool ok) {
-  std::exit(ok ? 0 : 1);  // runs the static destructors: the last copy detaches (crash site 66)
-}
-
-// A process that created its registry and was SIGKILLed: its segment stays.
-std::uint64_t plant_dead_segment() {
-  std::fflush(nullptr);
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    stable_reference_buffer held(8);
-    ::kill(::getpid(), SIGKILL);
-    ::_exit(1);
-  }
-  wait_until_zombie(pid);
-  const std::uint64_t id = identity_of_process(pid);
-  reap(pid);
-  return id;
-}
-
-pid_t start_looping_sweeper() {
-  std::fflush(nullptr);
-  const pid_t pid = ::fork();
-  if (pid == 0)
-    for (;;) detail::srb_sweep_dead_registries();
-  return pid;
-}
-
-void stop(pid_t pid) {
-  ::kill(pid, SIGKILL);
-  reap(pid);
+  std::exit(ok ? 0 : 1);  // runs the static destructors: the copy detaches
 }
 
 // ---- the bystander (S4) ---------------------------------------------------------
@@ -195,7 +131,6 @@ class bystander {
     char ready = 0;
     if (::read(reply_, &ready, 1) != 1 || ready != 'r') throw std::runtime_error("registry sweep: bystander failed");
     identity_ = identity_of_process(pid_);
-    segment_ = file_bytes(detail::srb_root_path(identity_)).value_or("");
   }
   bystander(const bystander&) = delete;
   bystander& operator=(const bystander&) = delete;
@@ -204,9 +139,7 @@ class bystander {
     problems out;
     char verdict = 0;
     if (::write(request_, "c", 1) != 1 || ::read(reply_, &verdict, 1) != 1 || verdict != 'y')
-      out.push_back("the live bystander's counts, bytes or delay scope changed");
-    if (file_bytes(detail::srb_root_path(identity_)).value_or("gone") != segment_)
-      out.push_back("the live bystander's root segment was removed or changed");
+      out.push_back("the live bystander's counts, bytes, delay scope or anchor changed");
     return out;
   }
 
@@ -217,7 +150,7 @@ class bystander {
     int code = 0;
     if (died_at_crash_point(pid_, code) || code != 0) out.push_back("the bystander did not exit cleanly");
     reap(pid_);
-    if (!names_nothing(files_naming(identity_))) out.push_back("the bystander's normal exit left its files");
+    for (auto& p : check_left_by_victim(identity_)) out.push_back("bystander: " + p);
     return out;
   }
 
@@ -239,7 +172,7 @@ class bystander {
       const bool intact = shared.use_count() == 2 && sole.use_count() == 1 && bytes_are(copy.get(), 48, 's') &&
                           bytes_are(sole.get(), 16, 'k') && bytes_are(kept, 24, 'p') &&
                           stable_reference_buffer::is_known(shared.get()) &&
-                          detail::srb_open_root(my_identity()) == &detail::srb_current();
+                          anchor_leads_home();
       ok = ::write(reply, intact ? "y" : "n", 1) == 1;
     }
     delete scope;
@@ -252,7 +185,6 @@ class bystander {
   pid_t pid_ = 0;
   int request_ = -1, reply_ = -1;
   std::uint64_t identity_ = 0;
-  std::string segment_;
 };
 
 // ---- the sweep ------------------------------------------------------------------
@@ -263,15 +195,11 @@ class registry_sweeper {
     bystander by;
     bystander_ = &by;
     for (std::uint64_t n = 1; n <= max_points; ++n) {
-      const bool died = run_attach(n, false);
-      run_attach(n, true);
-      if (!died) break;
+      if (!run_attach(n)) break;
       ++f_.attach_points;
     }
     for (std::uint64_t n = 1; n <= max_points; ++n) {
-      const bool died = run_fork(n, false);
-      run_fork(n, true);
-      if (!died) break;
+      if (!run_fork(n)) break;
       ++f_.fork_points;
     }
     report("bystander exit", by.finish());
@@ -280,12 +208,11 @@ class registry_sweeper {
   }
 
  private:
-  // A fresh process armed at n creates its registry and uses it.
-  bool run_attach(std::uint64_t n, bool concurrent) {
+  // A fresh process armed at n creates its registry (publishes its anchor)
+  // and uses it.  True if it died at the crash point.
+  bool run_attach(std::uint64_t n) {
     ++f_.runs;
-    const std::string where = describe("registry attach", n, concurrent);
-    const std::uint64_t planted = plant_dead_segment();
-    const pid_t sweeper = concurrent ? start_looping_sweeper() : 0;
+    const std::string where = describe("registry attach", n);
     std::fflush(nullptr);
     const pid_t victim = ::fork();
     if (victim == 0) {
@@ -295,22 +222,18 @@ class registry_sweeper {
     int code = 0;
     const bool died = died_at_crash_point(victim, code);
     const std::uint64_t id = identity_of_process(victim);  // a zombie still has one
-    if (sweeper != 0) stop(sweeper);
-    if (!died && code != 0) fail(where, "the process completed with a wrong result");
-    report(where, check_left_by_victim(id, died));
-    report(where, check_swept(id, planted));
+    if (!died && code != 0) fail(where, "the process completed with a wrong result");  // S2
+    report(where, check_left_by_victim(id));
     report(where, bystander_->check());
     reap(victim);
     return died;
   }
 
-  // A process with a registry forks a child armed at n (its fork handler
-  // publishes the child's segment), which uses the registry it inherited.
-  // The parent checks the child's leftovers and its own state (S5).
-  bool run_fork(std::uint64_t n, bool concurrent) {
+  // A process with a registry forks a child armed at n, which uses the
+  // registry it inherited.  The parent checks its own state (S3).
+  bool run_fork(std::uint64_t n) {
     ++f_.runs;
-    const std::string where = describe("registry fork child", n, concurrent);
-    const pid_t sweeper = concurrent ? start_looping_sweeper() : 0;
+    const std::string where = describe("registry fork child", n);
     std::fflush(nullptr);
     int verdict[2];
     if (::pipe(verdict) != 0) throw std::runtime_error("registry sweep: pipe failed");
@@ -329,7 +252,6 @@ class registry_sweeper {
     const bool parent_died = died_at_crash_point(parent, code);
     const std::uint64_t parent_id = identity_of_process(parent);
     reap(parent);
-    if (sweeper != 0) stop(sweeper);
     bool child_died = false;
     std::size_t start = 0;
     for (std::size_t end; (end = text.find('\n', start)) != std::string::npos; start = end + 1) {
@@ -338,7 +260,7 @@ class registry_sweeper {
       else if (line != "done") fail(where, line);
     }
     if (parent_died || code != 0) fail(where, "the forking parent did not exit cleanly");
-    report(where, check_left_by_victim(parent_id, false));
+    report(where, check_left_by_victim(parent_id));
     report(where, bystander_->check());
     return child_died;
   }
@@ -349,7 +271,6 @@ class registry_sweeper {
     std::memset(mine.get(), 'm', 16);
     std::memset(shared.get(), 'h', 16);
     stable_reference_buffer shared_copy = shared;
-    const auto own_segment = file_bytes(detail::srb_root_path(my_identity()));
     std::fflush(nullptr);
     shmpool::platform::arm_crash_point(n);  // the child inherits the armed count
     const pid_t child = ::fork();
@@ -367,17 +288,13 @@ class registry_sweeper {
     const bool died = died_at_crash_point(child, code);
     const std::uint64_t id = identity_of_process(child);
     if (!died && code != 0) out.push_back("the fork child completed with a wrong result");
-    for (auto& p : check_left_by_victim(id, died)) out.push_back(std::move(p));
-    for (auto& p : check_swept(id, 0)) out.push_back(std::move(p));
+    for (auto& p : check_left_by_victim(id)) out.push_back(std::move(p));
     reap(child);
-    // S5: nothing the child did or left reaches the parent.
+    // S3: nothing the child did reaches the parent.
     if (mine.use_count() != 1 || shared.use_count() != 2 || !bytes_are(mine.get(), 16, 'm') ||
         !bytes_are(shared.get(), 16, 'h'))
       out.push_back("the forking parent's counts or bytes changed");
-    if (file_bytes(detail::srb_root_path(my_identity())) != own_segment)
-      out.push_back("the forking parent's root segment changed");
-    if (detail::srb_open_root(my_identity()) != &detail::srb_current())
-      out.push_back("the forking parent's segment no longer leads to its registry");
+    if (!anchor_leads_home()) out.push_back("the forking parent's anchor no longer leads to its registry");
     std::string text;
     for (const auto& p : out) text += p + "\n";
     text += died ? "died\n" : "done\n";
@@ -389,10 +306,8 @@ class registry_sweeper {
     exit_normally(written);
   }
 
-  static std::string describe(const char* what, std::uint64_t n, bool concurrent) {
-    std::string s = std::string(what) + " killed at crash point " + std::to_string(n);
-    if (concurrent) s += " with a concurrent sweep loop";
-    return s;
+  static std::string describe(const char* what, std::uint64_t n) {
+    return std::string(what) + " killed at crash point " + std::to_string(n);
   }
   void report(const std::string& where, const problems& ps) {
     for (const auto& p : ps) fail(where, p);

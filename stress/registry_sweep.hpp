@@ -1,24 +1,20 @@
 // The registry half of the crash-point sweep: a process using
 // stable_reference_buffer is killed at each registry crash point in turn
-// (crash sites 60..66, platform/seam.hpp), first as a process that creates
-// its registry (root segment published, dead segments swept), then as a
-// fork child that inherits one (the child publishes its own segment from
-// its fork handler), each alone and with a concurrent sweeper.
+// (crash sites 60, 61, 67, 68, 69 in platform/seam.hpp), first as a process
+// that creates its registry (publishes its anchor page), then as a fork
+// child that inherits one.
 //
-// The registry itself is process-private memory and dies with its process,
-// so what a crash can damage is what outlives it: files in /dev/shm, and
-// the processes that share the directory.  After every run:
-//   S1  the victim left nothing but its root segment and one temporary, and
-//       a root segment it left is a complete, self-consistent record
-//       (link(2) publishes atomically: complete or absent);
-//   S2  a victim that ran to the end left nothing at all (normal exit
-//       removes its segment);
-//   S3  one sweep while the victim is a zombie removes everything naming it,
-//       and the planted segment of an earlier dead process;
-//   S4  a live bystander's segment is never removed or changed, and its
-//       counts, bytes and delay scope are intact (asked over a pipe);
-//   S5  in the fork phase, the parent's counts and its own segment are
-//       unchanged whatever happened to the child (snapshot isolation).
+// The registry and its anchor page are process-private memory and die with
+// their process; nothing is written outside it.  What a crash could damage
+// is another process.  After every run:
+//   S1  the victim left nothing in /dev/shm (no file carries its identity,
+//       as format 1's root segment and temporaries did);
+//   S2  a victim that ran to the end got every result right, and its
+//       anchor still led to its registry;
+//   S3  in the fork phase, the parent's counts, bytes and anchor are
+//       unchanged whatever happened to the child (snapshot isolation);
+//   S4  a live bystander's counts, bytes, delay scope and anchor are intact
+//       (asked over a pipe), and its normal exit leaves nothing.
 #pragma once
 
 #include <cstdint>

@@ -1,8 +1,9 @@
 // How one static copy of the core reaches the process's registry: attach on
-// first use, detach when the copy goes away (exit or dlclose), and the fork
-// handlers.  Everything here has internal linkage, so each static copy (each
-// plugin built with -fvisibility=hidden) has its own, and they meet only in
-// the registry itself.  See core/PROTOCOL_srb.md.
+// first use (find the anchor page, or publish one), detach when the copy
+// goes away (exit or dlclose), delay scopes, and the fork handlers.
+// Everything here has internal linkage, so each static copy (each plugin
+// built with -fvisibility=hidden) has its own, and they meet only in the
+// registry itself.  See core/PROTOCOL.md, "stable_reference_buffer registry".
 #include <pthread.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -10,16 +11,16 @@
 #include <cerrno>
 #include <cstdlib>
 #include <new>
-#include <system_error>
-#include <thread>
+#include <string>
 
 #include "shmpool/detail/srb_registry.hpp"
-#include "shmpool/platform/liveness.hpp"
+#include "shmpool/platform/sys.hpp"
 #include "shmpool/stable_reference_buffer.hpp"
 
 namespace shmpool::detail {
 namespace {
 
+namespace sys = platform::sys;
 using P = platform::linux_platform;
 using registry = srb_process_registry;
 
@@ -30,30 +31,33 @@ constexpr bool local_registry = true;
 constexpr bool local_registry = false;
 #endif
 
-constexpr int attach_attempts = 1000;
-
 // This copy's registry; set once, never cleared (the registry outlives the
 // copy's static destructors, which may still release blocks).
 P::atomic<registry*> g_registry{nullptr};
 // The registry whose L this copy's prepare handler took for the fork in
 // progress (a thread may attach between prepare and parent).
 P::atomic<registry*> g_forking{nullptr};
-// Delay scopes this thread opened through this copy (for fork).
-thread_local std::int64_t t_scopes = 0;
 
 void free_block(void* block) noexcept { std::free(block); }
 
+// The opener of a delay scope, and the forking thread.  pthread_self stays
+// the same for the forking thread in the child (its thread block is copied),
+// so the child's scopes keep their opener.
+std::uint64_t this_thread_id() noexcept { return static_cast<std::uint64_t>(::pthread_self()); }
+
 std::uint64_t make_nonce(const void* where) noexcept {
   std::uint64_t h = static_cast<std::uint64_t>(P::now_ns()) ^ reinterpret_cast<std::uintptr_t>(where);
-  h ^= static_cast<std::uint64_t>(::gettid()) << 32;
+  h ^= this_thread_id() << 17;
   h = (h ^ (h >> 30)) * 0xBF58'476D'1CE4'E5B9ULL;
   return (h ^ (h >> 31)) | 1;
 }
 
-registry* make_registry(std::uint64_t owner) {
+registry* make_registry() {
   void* mem = srb_pages::map(sizeof(registry));
-  if (mem == nullptr) throw std::bad_alloc();
-  return new (mem) registry(make_nonce(mem), owner);
+  if (mem == nullptr)
+    throw registry_error(std::string("stable_reference_buffer: cannot map memory for the registry (") +
+                         sys::errno_name(errno) + ")");
+  return new (mem) registry(make_nonce(mem));
 }
 
 void discard_registry(registry* r) noexcept {
@@ -61,88 +65,75 @@ void discard_registry(registry* r) noexcept {
   srb_pages::unmap(r, sizeof(registry));
 }
 
-void unlink_root_of(registry& r) noexcept {
-  if (r.root_owner() == 0) return;
-  P::crash_point(platform::crash_site::registry_detach_unlinking);
-  srb_unlink_root(r.root_owner());
-}
-
-// Cleaning up after dead processes must never cost this one its registry.
-void sweep_best_effort() noexcept {
-  try {
-    srb_sweep_dead_registries();
-  } catch (...) {  // NOLINT(bugprone-empty-catch): out of memory while listing /dev/shm; the next creator sweeps
-  }
-}
-
-// Finds this process's registry by its root segment, or creates and
-// publishes one.  Counts this copy as attached.
+// Finds the process's registry by its anchor page, or creates one and
+// publishes it.  Counts this copy as attached.  A published registry is
+// never retired: a block a departed copy created may still be held.
 registry* attach_process_registry() {
-  const std::uint64_t me = P::self_identity();
-  for (int attempt = 0; attempt < attach_attempts; ++attempt) {
-    if (registry* r = srb_open_root(me)) {
-      if (r->attach_copy()) return r;
-      std::this_thread::yield();  // retired: its root is already gone, look again
-      continue;
-    }
-    registry* fresh = make_registry(me);
-    const srb_publish published = srb_publish_root(srb_make_root_record(me, fresh, fresh->id().nonce));
-    const int saved = errno;
-    if (published == srb_publish::published) {
-      sweep_best_effort();
-      return fresh;
-    }
-    discard_registry(fresh);
-    if (published == srb_publish::failed)
-      throw std::system_error(saved, std::generic_category(), "publish " + srb_root_path(me));
+  if (registry* found = srb_find_anchor()) {
+    found->attach_copy();
+    return found;
   }
-  throw registry_error("stable_reference_buffer: could not attach to the registry at " + srb_root_path(me));
+  registry* fresh = make_registry();
+  registry* r = nullptr;
+  try {
+    r = srb_publish_anchor(fresh);
+  } catch (...) {
+    discard_registry(fresh);
+    throw;
+  }
+  if (r != fresh) {  // another copy published first
+    discard_registry(fresh);
+    r->attach_copy();
+  }
+  return r;
 }
 
 // Destroyed when this copy goes away: at exit, or when its library is
-// dlclose'd.  The last copy of the process retires the registry and removes
-// the root segment.
+// dlclose'd.  Only the count of attached copies changes: the registry and
+// its anchor stay for the life of the process (item 23 of issue 12).
 struct copy_detacher {
   ~copy_detacher() {
     registry* r = P::load(g_registry, mo::acquire);  // pairs with the CAS in attach_slow
-    if (r == nullptr || local_registry) return;
-    r->detach_copy([r] { unlink_root_of(*r); });
+    if (r != nullptr && !local_registry) r->detach_copy();
   }
 };
 
 registry& attach_slow() {
   static copy_detacher detacher;
-  registry* r = local_registry ? make_registry(0) : attach_process_registry();
+  registry* r = local_registry ? make_registry() : attach_process_registry();
   registry* expected = nullptr;
   if (P::cas(g_registry, expected, r, mo::acq_rel)) return *r;  // publishes r to this copy's threads
   // Another thread of this copy attached first: undo our attachment.
   if (local_registry)
     discard_registry(r);
   else
-    r->detach_copy([r] { unlink_root_of(*r); });
+    r->detach_copy();
   return *expected;
 }
+
+// A delay scope's record: malloc'd (every copy shares libc), so a scope
+// opened through one copy may be closed through another, on any thread.
+struct scope_record {
+  srb_scope node;
+  registry* home;
+};
 
 // ---- fork -------------------------------------------------------------------
 void on_fork_prepare() {
   registry* r = P::load(g_registry, mo::acquire);
   P::store(g_forking, r, mo::relaxed);
-  if (r != nullptr) r->fork_prepare(static_cast<std::uint64_t>(::gettid()), t_scopes);
+  if (r != nullptr) r->fork_prepare(this_thread_id());
 }
 
 void on_fork_parent() {
   if (registry* r = P::exchange(g_forking, static_cast<registry*>(nullptr), mo::relaxed)) r->fork_parent();
 }
 
-// Single-threaded, in the child.  The registry memory is already the
-// child's own snapshot; the child needs its own root segment so that copies
-// loaded later find it, and so that it never touches the parent's.
+// Single-threaded, in the child.  The registry memory and the anchor page
+// are already the child's own copies (private mappings): a copy loaded
+// later in the child finds the child's registry at the same address.
 void on_fork_child() {
-  registry* r = P::exchange(g_forking, static_cast<registry*>(nullptr), mo::relaxed);
-  if (r == nullptr || !r->fork_child(free_block) || local_registry) return;
-  const std::uint64_t child = platform::proc_liveness::identity_of(::getpid());
-  const bool ok = child != 0 && srb_publish_root(srb_make_root_record(child, r, r->id().nonce)) == srb_publish::published;
-  r->set_root_owner(ok ? child : 0);
+  if (registry* r = P::exchange(g_forking, static_cast<registry*>(nullptr), mo::relaxed)) r->fork_child(free_block);
 }
 
 // Registered when the copy is loaded, before any thread can be attaching.
@@ -154,11 +145,11 @@ const bool g_fork_handlers_registered = [] {
 }  // namespace
 
 void* srb_pages::map(std::size_t bytes) noexcept {
-  void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  void* p = sys::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   return p == MAP_FAILED ? nullptr : p;
 }
 
-void srb_pages::unmap(void* p, std::size_t bytes) noexcept { ::munmap(p, bytes); }
+void srb_pages::unmap(void* p, std::size_t bytes) noexcept { sys::munmap(p, bytes); }
 
 registry& srb_current() {
   (void)g_fork_handlers_registered;
@@ -170,29 +161,20 @@ void srb_free_block(void* block) noexcept { free_block(block); }
 
 void* srb_enter_delay_scope() {
   registry& r = srb_current();
-  r.enter_delay();
-  ++t_scopes;
-  return &r;
+  auto* s = static_cast<scope_record*>(std::malloc(sizeof(scope_record)));
+  if (s == nullptr) throw std::bad_alloc();
+  new (s) scope_record{srb_scope{}, &r};
+  r.enter_delay(s->node, this_thread_id());
+  return s;
 }
 
-void srb_exit_delay_scope(void* reg) noexcept {
-  --t_scopes;
-  static_cast<registry*>(reg)->exit_delay(free_block);
-}
-
-std::string srb_registry_name() {
-  const registry& r = srb_current();
-  return r.root_owner() == 0 ? std::string() : srb_root_name(r.root_owner());
+void srb_exit_delay_scope(void* scope) noexcept {
+  auto* s = static_cast<scope_record*>(scope);
+  s->home->exit_delay(s->node, free_block);
+  std::free(s);
 }
 
 srb_stats srb_current_stats() { return srb_current().stats(); }
-
-const void* srb_find_registry_as_new_copy() {
-  const std::uint64_t me = P::self_identity();
-  const registry* r = srb_open_root(me);
-  if (r == nullptr) throw registry_error("stable_reference_buffer: no registry segment at " + srb_root_path(me));
-  return r;
-}
 
 bool srb_local_registry_build() noexcept { return local_registry; }
 

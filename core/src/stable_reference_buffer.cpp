@@ -61,7 +61,7 @@ stable_reference_buffer::stable_reference_buffer(const void* address) {
   if (r != detail::srb_adopt::adopted)
     throw std::invalid_argument("stable_reference_buffer: " + address_text(address) +
                                 (r == detail::srb_adopt::released
-                                     ? " was released (its last reference is gone)"
+                                     ? " was released (its last reference is gone, outside any delay scope)"
                                      : " is not a block known to this process's registry "
                                        "(never created by stable_reference_buffer, already freed, or interior)"));
   take_over(const_cast<void*>(address), 0, e);
@@ -176,8 +176,8 @@ void stable_reference_buffer::append_copy(const void* data, std::size_t len) {
 // ---- delay_deallocation --------------------------------------------------------
 namespace shmpool {
 
-stable_reference_buffer::delay_deallocation::delay_deallocation() : registry_(detail::srb_enter_delay_scope()) {}
+stable_reference_buffer::delay_deallocation::delay_deallocation() : scope_(detail::srb_enter_delay_scope()) {}
 
-stable_reference_buffer::delay_deallocation::~delay_deallocation() { detail::srb_exit_delay_scope(registry_); }
+stable_reference_buffer::delay_deallocation::~delay_deallocation() { detail::srb_exit_delay_scope(scope_); }
 
 }  // namespace shmpool

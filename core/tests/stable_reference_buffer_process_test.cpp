@@ -1,7 +1,10 @@
 // stable_reference_buffer across processes: fork (the child's operations
 // never change the parent's counts; inherited buffers keep their counts),
-// cleanup of root segments (normal exit, SIGKILL, PID reuse, live owners),
-// and corrupted root segments.  Children report through their exit status.
+// exec (a new image never trusts the old one's registry), a hostile
+// environment (read-only, full or foreign-owned /dev/shm, no file
+// descriptors left), and a corrupted anchor page.  Children report through
+// their exit status; fresh images are this executable run again
+// (srb_process_support.hpp).
 #include <fcntl.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
@@ -9,6 +12,7 @@
 #include <spawn.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/stat.h>
@@ -34,8 +38,7 @@
 #include "shmpool/detail/srb_registry.hpp"
 #include "shmpool/platform/liveness.hpp"
 #include "shmpool/stable_reference_buffer.hpp"
-
-extern char** environ;
+#include "srb_process_support.hpp"
 
 namespace {
 
@@ -44,11 +47,14 @@ using delay = stable_reference_buffer::delay_deallocation;
 namespace detail = shmpool::detail;
 namespace platform = shmpool::platform;
 
-constexpr const char* helper_env = "SHMPOOL_SRB_HELPER_OUT";
-
 detail::srb_stats stats() { return detail::srb_current_stats(); }
 
-bool shm_exists(const std::string& name) { return ::access(("/dev/shm/" + name).c_str(), F_OK) == 0; }
+// The file name format 1 gave the registry of a process (the root segment).
+std::string legacy_root_name(std::uint64_t identity) {
+  char text[64];
+  std::snprintf(text, sizeof text, "shmpool-srb-%016llx", static_cast<unsigned long long>(identity));
+  return text;
+}
 
 // Runs fn in a forked child; returns its exit status (0 = fn returned true).
 // The child dies by SIGALRM rather than hang.
@@ -65,11 +71,9 @@ int in_child(F&& fn) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : 100 + WTERMSIG(status);
 }
 
-// Removes what dead children of this test left behind.
 class SrbProcess : public ::testing::Test {
  protected:
   void SetUp() override { (void)detail::srb_current(); }  // attached before any fork
-  void TearDown() override { detail::srb_sweep_dead_registries(); }
 };
 
 // ---- fork ------------------------------------------------------------------------
@@ -115,30 +119,32 @@ TEST_F(SrbProcess, InheritedBuffersKeepCorrectCountsInTheChild) {
   EXPECT_EQ(lone.use_count(), 1u);
 }
 
-TEST_F(SrbProcess, TheChildPublishesItsOwnRootSegmentAndRemovesItOnNormalExit) {
-  const std::string parent_name = detail::srb_registry_name();
-  ASSERT_TRUE(shm_exists(parent_name));
+// The child inherits the anchor page (a private mapping) and finds, at the
+// same address, its own copy-on-write snapshot of the registry.
+TEST_F(SrbProcess, AForkChildFindsItsOwnSnapshotThroughTheInheritedAnchor) {
+  const std::uintptr_t anchor = detail::srb_anchor_address();
+  ASSERT_NE(anchor, 0u);
+  stable_reference_buffer parents(8);
+  const void* made_in_child = nullptr;
   int fds[2];
   ASSERT_EQ(::pipe(fds), 0);
-  std::fflush(nullptr);
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    const std::string mine = detail::srb_registry_name();
-    const bool ok = mine != parent_name && shm_exists(mine) && detail::srb_find_registry_as_new_copy() != nullptr;
-    char name[128] = {};
-    std::snprintf(name, sizeof name, "%s", mine.c_str());
-    (void)!::write(fds[1], name, sizeof name);
-    std::exit(ok ? 0 : 1);  // a normal exit: static destructors remove the child's segment
-  }
-  char child_name[128] = {};
-  ASSERT_EQ(::read(fds[0], child_name, sizeof child_name), static_cast<ssize_t>(sizeof child_name));
-  int status = 0;
-  ::waitpid(pid, &status, 0);
+  const int status = in_child([&] {
+    const stable_reference_buffer mine(8);
+    const void* p = mine.get();
+    (void)!::write(fds[1], &p, sizeof p);
+    return detail::srb_anchor_address() == anchor &&
+           detail::srb_find_registry_as_new_copy() == &detail::srb_current() &&
+           stable_reference_buffer::is_known(parents.get());
+  });
+  ASSERT_EQ(::read(fds[0], &made_in_child, sizeof made_in_child), static_cast<ssize_t>(sizeof made_in_child));
   ::close(fds[0]);
   ::close(fds[1]);
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-  EXPECT_FALSE(shm_exists(child_name)) << child_name;
-  EXPECT_TRUE(shm_exists(parent_name));
+  EXPECT_EQ(status, 0);
+  EXPECT_EQ(parents.use_count(), 1u);
+  EXPECT_EQ(detail::srb_anchor_address(), anchor);
+  // The child's block never reached the parent's registry (unless malloc
+  // happens to give the parent the same address later, which it has not yet).
+  EXPECT_FALSE(stable_reference_buffer::is_known(made_in_child));
 }
 
 TEST_F(SrbProcess, ForkWhileOtherThreadsUseTheRegistryNeverDeadlocksTheChild) {
@@ -201,145 +207,262 @@ TEST_F(SrbProcess, DelayScopesOfOtherThreadsDoNotSurviveTheFork) {
   holder.join();
 }
 
-// ---- cleanup -------------------------------------------------------------------------
+// Issue 12, item 12: a scope opened on one thread and closed on another
+// used to leave the per-thread counts wrong, so a later fork opened the
+// child with too few scopes and freed a block while a scope was alive.
+TEST_F(SrbProcess, AScopeClosedOnAnotherThreadLeavesTheForkChildsScopesRight) {
+  delay* crossing = nullptr;
+  std::thread([&] { crossing = new delay; }).join();  // opened there...
+  delete crossing;                                     // ...closed here
+  auto alive = std::make_unique<delay>();             // this thread's one live scope
+  const int status = in_child([] {
+    const auto before = stats();
+    stable_reference_buffer x(8);
+    std::memset(x.get(), 0x3C, 8);
+    const void* p = x.get();
+    x.reset();
+    const bool kept = stats().depth == 1 && stats().pending == before.pending + 1 && stats().frees == before.frees &&
+                      static_cast<const unsigned char*>(p)[7] == 0x3C;
+    if (!kept) std::fprintf(stderr, "child: depth %lld, a block was freed inside a live scope\n",
+                            static_cast<long long>(stats().depth));
+    return kept;
+  });
+  EXPECT_EQ(status, 0);
+  alive.reset();
+  EXPECT_EQ(stats().depth, 0);
+}
 
-// Runs this test binary again with only the helper test below: a fresh
-// process that creates a registry (which sweeps dead segments) and exits
-// normally.  Returns the helper's root segment name.
-std::string run_registry_creating_helper() {
+// A scope opened by another thread and closed in the child after the fork
+// changes nothing there (it was never counted in the child).
+TEST_F(SrbProcess, ClosingAnotherThreadsScopeInTheForkChildChangesNothing) {
+  std::promise<void> opened, finish;
+  delay* theirs = nullptr;
+  std::thread holder([&] {
+    theirs = new delay;
+    opened.set_value();
+    finish.get_future().wait();
+  });
+  opened.get_future().wait();
+  const int status = in_child([&] {
+    const delay mine;
+    delete theirs;  // opened by a thread the fork left behind
+    const auto before = stats();
+    stable_reference_buffer x(8);
+    x.reset();
+    return stats().depth == 1 && stats().pending == before.pending + 1;
+  });
+  EXPECT_EQ(status, 0);
+  finish.set_value();
+  holder.join();
+  delete theirs;
+  EXPECT_EQ(stats().depth, 0);
+}
+
+// ---- exec and the environment (issue 12, items 7-11) ------------------------------
+
+// What every helper image does: a fresh registry that works.
+bool use_a_fresh_registry() {
+  stable_reference_buffer a(32);
+  std::memset(a.get(), 7, 32);
+  const stable_reference_buffer adopted(static_cast<const void*>(a.get()));
+  bool ok = a.use_count() == 2 && stable_reference_buffer::is_known(a.get());
+  {
+    const delay scope;
+    stable_reference_buffer b(8);
+    b.reset();
+    ok = ok && stats().pending == 1;
+  }
+  return ok && stats().pending == 0 && stats().live == 1 &&
+         detail::srb_find_registry_as_new_copy() == &detail::srb_current();
+}
+
+// The helper image.  Modes: "use" (must work), "wait-use" (reads a byte
+// on stdin first), "reexec" (uses the registry, then execs itself as "use"),
+// "ro-use" (must work or throw registry_error, never std::system_error),
+// "emfile" (no descriptor left: registry_error naming memfd_create).
+TEST(SrbHelper, Run) {
+  const char* mode = srb_support::helper_mode();
+  if (mode == nullptr) GTEST_SKIP() << "runs only as a helper image of the exec and environment tests";
+  const std::string m = mode;
+  if (m == "wait-use") {
+    char go = 0;
+    ASSERT_EQ(::read(0, &go, 1), 1);
+  }
+  if (m == "use" || m == "wait-use") {
+    try {
+      EXPECT_TRUE(use_a_fresh_registry());
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "the fresh image could not use its registry: " << e.what();
+    }
+  } else if (m == "reexec") {
+    EXPECT_TRUE(use_a_fresh_registry());
+    std::fflush(nullptr);
+    srb_support::exec_self("SrbHelper.Run", "use");
+    ADD_FAILURE() << "exec failed";
+  } else if (m == "ro-use") {
+    try {
+      EXPECT_TRUE(use_a_fresh_registry());
+    } catch (const shmpool::registry_error&) {  // allowed, documented
+    } catch (const std::system_error& e) {
+      ADD_FAILURE() << "std::system_error escaped (the header promises registry_error): " << e.what();
+    }
+  } else if (m == "all-taken") {
+    for (unsigned i = 0; i < detail::srb_anchor_candidates; ++i) {
+      void* const at = reinterpret_cast<void*>(detail::srb_anchor_candidate(i));
+      ASSERT_EQ(::mmap(at, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0), at);
+    }
+    try {
+      stable_reference_buffer b(8);
+      ADD_FAILURE() << "attached although every candidate is foreign memory";
+    } catch (const shmpool::registry_error& e) {
+      EXPECT_NE(std::string(e.what()).find("are mapped by other code"), std::string::npos) << e.what();
+    }
+  } else if (m == "emfile") {
+    const rlimit none{3, 3};  // stdin, stdout, stderr: nothing else
+    ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &none), 0);
+    try {
+      stable_reference_buffer b(8);
+      ADD_FAILURE() << "attached without a file descriptor to spare";
+    } catch (const shmpool::registry_error& e) {
+      EXPECT_NE(std::string(e.what()).find("memfd_create (EMFILE)"), std::string::npos) << e.what();
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "not a registry_error: " << e.what();
+    }
+  } else {
+    ADD_FAILURE() << "unknown helper mode " << m;
+  }
+}
+
+// Item 7: a fork child that execs keeps its pid and start time; the new
+// image must not trust anything the old one left.
+TEST_F(SrbProcess, AForkExecChildGetsAWorkingFreshRegistry) {
+  EXPECT_EQ(srb_support::run_helper("SrbHelper.Run", "use"), 0);
+}
+
+// Item 7: a process that used the registry and re-execs itself (same pid,
+// same start time), twice over.
+TEST_F(SrbProcess, AProcessThatReExecsItselfGetsAWorkingFreshRegistry) {
+  EXPECT_EQ(srb_support::run_helper("SrbHelper.Run", "reexec"), 0);
+}
+
+// Items 8 and 11: /dev/shm read-only or full: a constructor works (the
+// rendezvous needs no file) and never throws std::system_error.
+TEST_F(SrbProcess, AReadOnlyDevShmNeverYieldsSystemError) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root for a private mount namespace";
+  EXPECT_EQ(srb_support::run_helper("SrbHelper.Run", "ro-use", [] { return srb_support::private_dev_shm("ro"); }), 0);
+  EXPECT_EQ(srb_support::run_helper("SrbHelper.Run", "use", [] { return srb_support::private_dev_shm("ro"); }), 0);
+}
+
+TEST_F(SrbProcess, AFullDevShmStillGivesAWorkingRegistry) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root for a private mount namespace";
+  EXPECT_EQ(srb_support::run_helper("SrbHelper.Run", "use", [] {
+              return srb_support::private_dev_shm("size=4k") && srb_support::fill_up("/dev/shm");
+            }),
+            0);
+}
+
+// Item 11 and the rendezvous's failure mode: with no file descriptor to
+// spare, every copy fails with a registry_error naming the cause.
+TEST_F(SrbProcess, NoFileDescriptorLeftGivesARegistryErrorNamingMemfd) {
+  EXPECT_EQ(srb_support::run_helper("SrbHelper.Run", "emfile"), 0);
+}
+
+// Every candidate address taken by memory that is not ours: a clear
+// registry_error, never a registry somewhere else.
+TEST_F(SrbProcess, EveryCandidateTakenGivesARegistryErrorNamingIt) {
+  EXPECT_EQ(srb_support::run_helper("SrbHelper.Run", "all-taken"), 0);
+}
+
+// Item 9: another user creates, first, the file the old design named after
+// the victim's identity (computable from /proc/<pid>/stat).  The victim is
+// started with posix_spawn (no fork handlers run) and waits on stdin until
+// the file exists.
+TEST_F(SrbProcess, AnotherUserCannotDenyTheRegistryToAVictim) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to act as another user";
+  int go[2];
+  ASSERT_EQ(::pipe(go), 0);
   char exe[4096] = {};
-  EXPECT_GT(::readlink("/proc/self/exe", exe, sizeof exe - 1), 0);
-  char out_tmpl[] = "/tmp/srb-helper-XXXXXX";
-  const int fd = ::mkstemp(out_tmpl);
-  ::close(fd);
-  const std::string env_kv = std::string(helper_env) + "=" + out_tmpl;
+  ASSERT_GT(::readlink("/proc/self/exe", exe, sizeof exe - 1), 0);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, go[0], 0);
+  posix_spawn_file_actions_addclose(&actions, go[1]);
   std::vector<char*> envp;
   for (char** e = environ; *e != nullptr; ++e) envp.push_back(*e);
-  envp.push_back(const_cast<char*>(env_kv.c_str()));
+  std::string mode = std::string(srb_support::helper_env) + "=wait-use";
+  envp.push_back(mode.data());
   envp.push_back(nullptr);
-  char filter[] = "--gtest_filter=SrbHelper.CreateARegistryAndExitNormally";
+  char filter[] = "--gtest_filter=SrbHelper.Run";
   char* argv[] = {exe, filter, nullptr};
-  pid_t pid = 0;
-  EXPECT_EQ(::posix_spawn(&pid, exe, nullptr, nullptr, argv, envp.data()), 0);
+  pid_t victim = 0;
+  ASSERT_EQ(::posix_spawn(&victim, exe, &actions, nullptr, argv, envp.data()), 0);
+  posix_spawn_file_actions_destroy(&actions);
+  ::close(go[0]);
+  const std::string path = "/dev/shm/" + legacy_root_name(platform::proc_liveness::identity_of(victim));
+  const int attacker = in_child([&] {
+    if (::setresgid(65534, 65534, 65534) != 0 || ::setresuid(65534, 65534, 65534) != 0) return false;
+    const int fd = ::open(path.c_str(), O_CREAT | O_EXCL | O_WRONLY, 0644);
+    const bool made = fd >= 0 && ::write(fd, "mine", 4) == 4;
+    if (fd >= 0) ::close(fd);
+    return made;
+  });
+  EXPECT_EQ(attacker, 0) << "the other user could not create " << path;
+  ASSERT_EQ(::write(go[1], "g", 1), 1);
+  ::close(go[1]);
   int status = 0;
-  ::waitpid(pid, &status, 0);
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-  std::ifstream in(out_tmpl);
-  std::string name;
-  std::getline(in, name);
-  ::unlink(out_tmpl);
-  return name;
+  ::waitpid(victim, &status, 0);
+  ::unlink(path.c_str());
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "the victim could not use its registry";
 }
 
-TEST(SrbHelper, CreateARegistryAndExitNormally) {
-  const char* out = std::getenv(helper_env);
-  if (out == nullptr) GTEST_SKIP() << "runs only as the helper process of the cleanup tests";
-  const stable_reference_buffer b(8);
-  std::ofstream(out) << detail::srb_registry_name() << "\n";
+// Item 10: nothing a process creates outlives it.  500 short-lived children
+// of a process whose /dev/shm is a private, empty tmpfs leave it empty.
+TEST_F(SrbProcess, ShortLivedForkChildrenLeaveNothingInDevShm) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root for a private mount namespace";
+  const int status = in_child([] {
+    if (!srb_support::private_dev_shm("size=1m")) return false;
+    const stable_reference_buffer shared(16);
+    for (int i = 0; i < 500; ++i) {
+      const pid_t pid = ::fork();
+      if (pid == 0) {
+        const stable_reference_buffer mine(8), adopted(static_cast<const void*>(shared.get()));
+        ::_exit(adopted.use_count() == 2 ? 0 : 1);
+      }
+      int st = 0;
+      ::waitpid(pid, &st, 0);
+      if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) return false;
+    }
+    const auto left = srb_support::dev_shm_entries("");
+    for (const auto& name : left) std::fprintf(stderr, "left in /dev/shm: %s\n", name.c_str());
+    return left.empty();
+  });
+  EXPECT_EQ(status, 0);
 }
 
-// A child that published a segment and blocks until killed; returns its pid
-// and writes its segment name.
-pid_t start_child_with_segment(std::string& name) {
-  int fds[2];
-  if (::pipe(fds) != 0) return -1;
-  std::fflush(nullptr);
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    char text[128] = {};
-    std::snprintf(text, sizeof text, "%s", detail::srb_registry_name().c_str());
-    (void)!::write(fds[1], text, sizeof text);
-    for (;;) ::pause();
-  }
-  char text[128] = {};
-  const bool got = ::read(fds[0], text, sizeof text) == static_cast<ssize_t>(sizeof text);
-  ::close(fds[0]);
-  ::close(fds[1]);
-  name = got ? text : "";
-  return pid;
-}
-
-void write_file(const std::string& path, const void* data, std::size_t n) {
-  const int fd = ::open(path.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
-  ASSERT_GE(fd, 0) << path;
-  ASSERT_EQ(::write(fd, data, n), static_cast<ssize_t>(n));
-  ::close(fd);
-}
-
-TEST_F(SrbProcess, SegmentsOfKilledProcessesAreRemovedByTheNextRegistryCreationAndLiveOnesKept) {
-  std::string killed_name, live_name;
-  const pid_t killed = start_child_with_segment(killed_name);
-  const pid_t live = start_child_with_segment(live_name);
-  ASSERT_GT(killed, 0);
-  ASSERT_GT(live, 0);
-  ASSERT_TRUE(shm_exists(killed_name)) << killed_name;
-  ASSERT_TRUE(shm_exists(live_name)) << live_name;
-  ::kill(killed, SIGKILL);
-  ::waitpid(killed, nullptr, 0);
-  EXPECT_TRUE(shm_exists(killed_name)) << "SIGKILL cannot clean up after itself";
-
-  // PID reuse: our own (live) pid with another start time names a dead process.
-  const std::uint64_t me = platform::proc_liveness::self();
-  const std::uint64_t reused = platform::make_identity(platform::identity_ns_tag(me), platform::identity_pid(me),
-                                                       platform::identity_start(me) + 1);
-  // Another pid namespace: cannot be judged, so it must be kept.
-  const std::uint64_t foreign = platform::make_identity(platform::identity_ns_tag(me) ^ 1, platform::identity_pid(me),
-                                                        platform::identity_start(me) + 1);
-  write_file(detail::srb_root_path(reused), "x", 1);
-  write_file(detail::srb_root_path(foreign), "x", 1);
-
-  const std::string helper_name = run_registry_creating_helper();
-  EXPECT_FALSE(helper_name.empty());
-  EXPECT_FALSE(shm_exists(killed_name)) << "a dead process's segment survived the next registry creation";
-  EXPECT_FALSE(shm_exists(detail::srb_root_name(reused))) << "a reused pid kept its old segment";
-  EXPECT_TRUE(shm_exists(live_name)) << "a live process's segment was removed";
-  EXPECT_TRUE(shm_exists(detail::srb_registry_name())) << "our own segment was removed";
-  EXPECT_TRUE(shm_exists(detail::srb_root_name(foreign))) << "a segment of another pid namespace was removed";
-  EXPECT_FALSE(shm_exists(helper_name)) << "a normal exit left its segment behind";
-
-  ::unlink(detail::srb_root_path(foreign).c_str());
-  ::kill(live, SIGKILL);
-  ::waitpid(live, nullptr, 0);
-}
-
-// ---- corrupted root segments ------------------------------------------------------------
+// ---- a corrupted anchor page -------------------------------------------------------------
 
 struct corruption {
   const char* name;
   std::string expected;  // part of the error message
-  std::vector<unsigned char> bytes;
+  detail::srb_anchor_record record;
 };
 
-std::vector<unsigned char> bytes_of(const detail::srb_root_record& r) {
-  const auto* p = reinterpret_cast<const unsigned char*>(&r);
-  return {p, p + sizeof r};
-}
-
-std::vector<corruption> corruptions(const detail::srb_root_record& good) {
+std::vector<corruption> corruptions(const detail::srb_anchor_record& good) {
   std::vector<corruption> all;
   auto variant = [&](const char* name, const char* expected, auto&& change) {
-    detail::srb_root_record r = good;
+    detail::srb_anchor_record r = good;
     change(r);
-    all.push_back({name, expected, bytes_of(r)});
+    all.push_back({name, expected, r});
   };
-  variant("magic", "bad magic", [](auto& r) { r.magic ^= 1; });
-  variant("format", "unsupported format", [](auto& r) { r.format += 1; });
-  variant("owner", "owner identity", [](auto& r) { r.owner ^= 4; });
-  variant("check", "checksum", [](auto& r) { r.check ^= 1; });
-  variant("address", "checksum", [](auto& r) { r.registry += 4096; });  // without fixing the checksum
-  all.push_back({"zeros", "bad magic", std::vector<unsigned char>(sizeof good, 0)});
-  all.push_back({"ones", "bad magic", std::vector<unsigned char>(sizeof good, 0xFF)});
-  const auto whole = bytes_of(good);
-  all.push_back({"truncated", "wrong size", std::vector<unsigned char>(whole.begin(), whole.begin() + 20)});
-  auto longer = whole;
-  longer.push_back(0);
-  all.push_back({"overgrown", "wrong size", longer});
-  all.push_back({"empty", "wrong size", {}});
+  variant("format", "another version or layout", [](auto& r) { r.format += 1; });
+  variant("self", "names another address", [](auto& r) { r.self += 4096; });
+  variant("check", "check word", [](auto& r) { r.check ^= 1; });
+  variant("address", "check word", [](auto& r) { r.registry += 4096; });  // without fixing the check word
   return all;
 }
 
 // Well-formed records that name something other than the registry.
-std::vector<corruption> wrong_targets(std::uint64_t owner, const void* registry, std::uint64_t nonce) {
+std::vector<corruption> wrong_targets(std::uintptr_t at, const void* registry, std::uint64_t nonce) {
   void* zeros = ::mmap(nullptr, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   void* guard = ::mmap(nullptr, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   // Heap a sanitizer poisons once freed.  Only its address is kept (the asm
@@ -349,64 +472,59 @@ std::vector<corruption> wrong_targets(std::uint64_t owner, const void* registry,
   asm volatile("" : "+r"(address));
   std::free(heap);
   const auto* freed = reinterpret_cast<const void*>(address);
-  // Below vm.mmap_min_addr: nothing is ever mapped there (a freshly unmapped
-  // page could be reused by the next mmap, a sanitizer's included).
+  // Below vm.mmap_min_addr: nothing is ever mapped there.
   const void* unmapped = reinterpret_cast<const void*>(std::uintptr_t{4096});
   return {
-      {"unmapped", "not mapped", bytes_of(detail::srb_make_root_record(owner, unmapped, nonce))},
-      {"not-a-registry", "does not hold", bytes_of(detail::srb_make_root_record(owner, zeros, nonce))},
-      {"prot-none", "not mapped", bytes_of(detail::srb_make_root_record(owner, guard, nonce))},
-      {"freed-heap", "is not usable", bytes_of(detail::srb_make_root_record(owner, freed, nonce))},
-      {"wrong-nonce", "does not hold", bytes_of(detail::srb_make_root_record(owner, registry, nonce + 1))},
-      {"null", "out of range", bytes_of(detail::srb_make_root_record(owner, nullptr, nonce))},
+      {"unmapped", "not mapped", detail::srb_make_anchor_record(at, unmapped, nonce)},
+      {"not-a-registry", "does not hold", detail::srb_make_anchor_record(at, zeros, nonce)},
+      {"prot-none", "not mapped", detail::srb_make_anchor_record(at, guard, nonce)},
+      {"freed-heap", "anchor page", detail::srb_make_anchor_record(at, freed, nonce)},
+      {"wrong-nonce", "does not hold", detail::srb_make_anchor_record(at, registry, nonce + 1)},
+      {"null", "out of range", detail::srb_make_anchor_record(at, nullptr, nonce)},
       {"unaligned", "out of range",
-       bytes_of(detail::srb_make_root_record(owner, static_cast<const char*>(registry) + 8, nonce))},
+       detail::srb_make_anchor_record(at, static_cast<const char*>(registry) + 8, nonce)},
   };
 }
 
-// Writes each case into this process's root segment and checks that a new
-// copy's attach throws registry_error with the expected reason.  Returns
-// the number of cases that went wrong; restores the segment.
+// Makes the anchor page writable (it is mapped read-only: only a deliberate
+// mprotect can change it), writes each case, and checks that a new copy's
+// attach throws registry_error with the expected reason.  Returns the
+// number of cases that went wrong; restores the page.
 int run_corruption_cases() {
-  const std::string path = "/dev/shm/" + detail::srb_registry_name();
+  const std::uintptr_t at = detail::srb_anchor_address();
   const void* registry = detail::srb_find_registry_as_new_copy();
   const auto& reg = *static_cast<const detail::srb_process_registry*>(registry);
-  const std::uint64_t owner = platform::proc_liveness::self();
-  const auto good = detail::srb_make_root_record(owner, registry, reg.id().nonce);
+  auto* page = reinterpret_cast<detail::srb_anchor_record*>(at);
+  if (at == 0 || ::mprotect(page, 4096, PROT_READ | PROT_WRITE) != 0) return 100;
+  const auto good = *page;
   auto cases = corruptions(good);
-  for (auto& c : wrong_targets(owner, registry, reg.id().nonce)) cases.push_back(std::move(c));
+  for (auto& c : wrong_targets(at, registry, reg.id().nonce)) cases.push_back(std::move(c));
   int failures = 0;
-  auto expect_error = [&](const char* name, const std::string& expected) {
+  for (const auto& c : cases) {
+    *page = c.record;
     try {
       detail::srb_find_registry_as_new_copy();
-      std::fprintf(stderr, "corruption '%s' was accepted\n", name);
+      std::fprintf(stderr, "corruption '%s' was accepted\n", c.name);
       ++failures;
     } catch (const shmpool::registry_error& e) {
-      if (std::string(e.what()).find(expected) != std::string::npos) return;
-      std::fprintf(stderr, "corruption '%s': unexpected message: %s\n", name, e.what());
-      ++failures;
+      if (std::string(e.what()).find(c.expected) == std::string::npos) {
+        std::fprintf(stderr, "corruption '%s': unexpected message: %s\n", c.name, e.what());
+        ++failures;
+      }
     }
-  };
-  for (const auto& c : cases) {
-    write_file(path, c.bytes.data(), c.bytes.size());
-    expect_error(c.name, c.expected);
   }
-  write_file(path, &good, sizeof good);
-  ::chmod(path.c_str(), 0622);  // anyone could have written it
-  expect_error("mode 0622", "writable by others");
-  ::unlink(path.c_str());
-  write_file(path, &good, sizeof good);
+  *page = good;
   if (detail::srb_find_registry_as_new_copy() != registry) ++failures;
   return failures;
 }
 
-// In a child (so the parent's segment is never touched): every corruption
-// of the child's root segment makes a new copy's attach throw a clear
-// registry_error; the copies already attached keep working.
-TEST_F(SrbProcess, Misuse_ACorruptedRootSegmentYieldsAClearErrorNeverACrash) {
+// In a child (so the parent's page is never touched): every corruption of
+// the anchor makes a new copy's attach throw a clear registry_error; the
+// copies already attached keep working.
+TEST_F(SrbProcess, Misuse_ACorruptedAnchorPageYieldsAClearErrorNeverACrash) {
   const int status = in_child([] {
     const int failures = run_corruption_cases();
-    stable_reference_buffer still_works(8);  // attached copies never re-read the segment
+    stable_reference_buffer still_works(8);  // attached copies never re-read the anchor
     const stable_reference_buffer copy(still_works);
     return failures == 0 && copy.use_count() == 2;
   });
@@ -416,7 +534,7 @@ TEST_F(SrbProcess, Misuse_ACorruptedRootSegmentYieldsAClearErrorNeverACrash) {
 // The same where seccomp forbids process_vm_readv (as some container
 // profiles do): the address probe falls back to a pipe and still never
 // crashes.
-TEST_F(SrbProcess, Misuse_ACorruptedRootSegmentIsCaughtWithoutProcessVmReadv) {
+TEST_F(SrbProcess, Misuse_ACorruptedAnchorPageIsCaughtWithoutProcessVmReadv) {
   const int status = in_child([] {
     sock_filter filter[] = {
         BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
@@ -434,14 +552,16 @@ TEST_F(SrbProcess, Misuse_ACorruptedRootSegmentIsCaughtWithoutProcessVmReadv) {
   EXPECT_EQ(status, 0);
 }
 
-TEST_F(SrbProcess, Misuse_AMissingRootSegmentYieldsAClearError) {
+// An anchor page removed from under the process (only a deliberate munmap
+// can): a new copy reports that there is none, by name.
+TEST_F(SrbProcess, Misuse_AMissingAnchorPageYieldsAClearError) {
   const int status = in_child([] {
-    ::unlink(("/dev/shm/" + detail::srb_registry_name()).c_str());
+    ::munmap(reinterpret_cast<void*>(detail::srb_anchor_address()), 4096);
     try {
       detail::srb_find_registry_as_new_copy();
       return false;
     } catch (const shmpool::registry_error& e) {
-      return std::string(e.what()).find("no registry segment") != std::string::npos;
+      return std::string(e.what()).find("no anchor page") != std::string::npos;
     }
   });
   EXPECT_EQ(status, 0);

@@ -371,13 +371,81 @@ TEST(DelayDeallocation, ReleasedBlocksWaitForTheScopeToEnd) {
     a.reset();
     EXPECT_EQ(stats().frees, before.frees);
     EXPECT_EQ(stats().pending, before.pending + 1);
-    EXPECT_FALSE(stable_reference_buffer::is_known(p));  // released: no longer adoptable
-    EXPECT_THROW(stable_reference_buffer{p}, std::invalid_argument);
-    EXPECT_EQ(static_cast<const unsigned char*>(p)[15], 0x11);  // but still readable
+    EXPECT_TRUE(stable_reference_buffer::is_known(p));  // released, not freed: still known (item 13)
+    EXPECT_EQ(static_cast<const unsigned char*>(p)[15], 0x11);  // still readable
   }
   EXPECT_EQ(stats().frees, before.frees + 1);
   EXPECT_EQ(stats().pending, before.pending);
   EXPECT_EQ(stats().depth, before.depth);
+}
+
+// Issue 12, item 13 (parity with the seed): inside a delay scope a block
+// whose count reached zero is still known and can be adopted again from its
+// raw pointer; the adopted block then lives on after the scope.
+TEST(DelayDeallocation, ABlockReleasedInsideAScopeCanBeAdoptedAgainAndOutlivesIt) {
+  const auto before = stats();
+  stable_reference_buffer kept;
+  const void* p = nullptr;
+  {
+    const delay scope;
+    stable_reference_buffer a(32);
+    fill(a, 0x5A);
+    p = a.get();
+    a.reset();
+    EXPECT_EQ(stats().pending, before.pending + 1);
+    EXPECT_TRUE(stable_reference_buffer::is_known(p)) << "a block released inside a scope must stay known";
+    kept = stable_reference_buffer(p);
+    EXPECT_EQ(kept.use_count(), 1u);
+    EXPECT_EQ(stats().pending, before.pending);
+    EXPECT_EQ(stats().live, before.live + 1);
+    const stable_reference_buffer twice(p);  // live again: an ordinary adopt
+    EXPECT_EQ(kept.use_count(), 2u);
+  }
+  EXPECT_EQ(stats().frees, before.frees) << "the scope's end freed a block adopted again";
+  EXPECT_TRUE(stable_reference_buffer::is_known(p));
+  EXPECT_EQ(static_cast<const unsigned char*>(p)[31], 0x5A);
+  kept.reset();
+  EXPECT_EQ(stats().frees, before.frees + 1);
+  EXPECT_FALSE(stable_reference_buffer::is_known(p));
+  EXPECT_THROW(stable_reference_buffer{p}, std::invalid_argument);
+}
+
+// Re-adoption takes one block out of the middle, the head and the tail of
+// the pending list: the others are still freed exactly once at the end.
+TEST(DelayDeallocation, AdoptingOnePendingBlockLeavesTheOthersPending) {
+  const auto before = stats();
+  std::vector<stable_reference_buffer> kept;
+  {
+    const delay scope;
+    std::vector<const void*> raw;
+    for (int i = 0; i < 5; ++i) {
+      stable_reference_buffer b(8);
+      raw.push_back(b.get());
+    }
+    EXPECT_EQ(stats().pending, before.pending + 5);
+    for (int i : {2, 4, 0}) kept.emplace_back(raw[static_cast<std::size_t>(i)]);
+    EXPECT_EQ(stats().pending, before.pending + 2);
+    EXPECT_TRUE(stable_reference_buffer::is_known(raw[1]));
+    EXPECT_TRUE(stable_reference_buffer::is_known(raw[3]));
+  }
+  EXPECT_EQ(stats().frees, before.frees + 2);
+  EXPECT_EQ(stats().pending, before.pending);
+  EXPECT_EQ(stats().live, before.live + 3);
+  kept.clear();
+  EXPECT_EQ(stats().frees, before.frees + 5);
+}
+
+// Issue 12, item 12: a scope may end on another thread than the one that
+// opened it; the scope count stays exact (here without fork; the fork case
+// is in the process test).
+TEST(DelayDeallocation, AScopeClosedOnAnotherThreadEndsExactlyOnce) {
+  const auto before = stats();
+  auto* scope = new delay;
+  std::thread([&] { delete scope; }).join();
+  EXPECT_EQ(stats().depth, before.depth);
+  stable_reference_buffer a(8);
+  a.reset();
+  EXPECT_EQ(stats().frees, before.frees + 1);
 }
 
 // Pins SHMPOOL_MUTANT_DELAY_FREES_AT_INNER_EXIT.

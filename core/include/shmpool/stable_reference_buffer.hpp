@@ -9,8 +9,9 @@
 //
 // DESIGN (details: core/PROTOCOL.md, "stable_reference_buffer registry")
 //   Counts live in a process-wide registry.  Every static copy of the core
-//   finds it through a POSIX shared-memory segment named after this
-//   process's identity (pid + start time), so no exported symbol is needed.
+//   finds it through an anchor page at a fixed address in the process's own
+//   memory (no file, no exported symbol), so nothing outlives the process
+//   or survives exec, and no other user can interfere.
 //   An instance caches a pointer to its registry entry: copy and destroy
 //   are one atomic add or subtract.  Buffer memory comes from libc's malloc
 //   and goes back to libc's free, which every copy shares.
@@ -24,6 +25,8 @@
 //     std::shared_ptr).
 //   - After fork the child has its own registry (a snapshot taken at the
 //     fork); its operations never change the parent's counts.
+//   - The registry stays for the life of the process: unloading every
+//     library that uses the core (dlclose) never forgets a live block.
 //
 // PERFORMANCE
 //   copy + destroy: two atomic RMWs, as std::shared_ptr; independent of the
@@ -45,8 +48,9 @@ template <class P>
 struct srb_entry;
 }
 
-// The registry could not be found, created, or trusted: a corrupted root
-// segment, a copy of the core with another layout, or a system failure.
+// The registry could not be found, created, or trusted: a corrupted anchor
+// page, a copy of the core with another layout in the same process, or a
+// system failure (no memfd, no memory); the message names the cause.
 class registry_error : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
@@ -64,9 +68,12 @@ class stable_reference_buffer {
   stable_reference_buffer(std::size_t count, std::size_t size_of_type = 1);
 
   // Adopts a block that an instance in any library of this process created
-  // and that still has a reference.  size() is 0 and append throws.
+  // and that still has a reference, or whose last reference was dropped
+  // while a delay_deallocation scope is alive (the block is then kept: it
+  // lives on after the scope, use count 1).  size() is 0 and append throws.
   // Throws std::invalid_argument (naming the address) for an address the
-  // registry does not know: never created, already released, or interior.
+  // registry does not know: never created, freed (released outside any
+  // scope, or its scope ended), or interior.  Throws registry_error.
   explicit stable_reference_buffer(const void* address);
 
   stable_reference_buffer(const stable_reference_buffer& other) noexcept;
@@ -83,14 +90,19 @@ class stable_reference_buffer {
   void* get() const noexcept { return data_; }
   // Bytes this instance knows of: 0 for an adopted buffer.
   std::size_t size() const noexcept { return size_; }
-  // References to this block in the whole process; 0 when empty.
+  // References to this block in the whole process; 0 when empty.  Inside a
+  // delay scope a block may have no reference (count 0) and still exist:
+  // use_count() of an instance is never 0 for a block it holds, but
+  // is_known() and adopt see such a block until the scope ends.
   std::size_t use_count() const noexcept;
 
   // get(), or nullptr unless another reference or a live delay_deallocation
   // scope would keep the block alive after this instance lets go.
   void* safe_get() const noexcept;
 
-  // Whether address is the start of a block that still has a reference.
+  // Whether address is the start of a block that still has a reference, or
+  // whose last reference went inside a delay scope that is still alive (so
+  // it can be adopted again).  Throws registry_error.
   static bool is_known(const void* address);
 
   // Appends len bytes.  Shared: copy-on-write (other references keep the
@@ -118,9 +130,12 @@ class stable_reference_buffer {
 };
 
 // While any delay_deallocation is alive anywhere in the process (any thread,
-// any library), blocks whose count reaches zero are kept; each is freed
-// exactly once when the outermost scope ends.  Scopes nest.  Throws
-// registry_error if the registry cannot be reached.
+// any library), blocks whose count reaches zero are kept, known and
+// adoptable; each one not adopted again is freed exactly once when the
+// outermost scope ends.  Scopes nest, and a scope may be destroyed on any
+// thread and through any library.  After fork, only the scopes the forking
+// thread opened stay open in the child.  Throws registry_error if the
+// registry cannot be reached, std::bad_alloc.
 class stable_reference_buffer::delay_deallocation {
  public:
   delay_deallocation();
@@ -129,7 +144,7 @@ class stable_reference_buffer::delay_deallocation {
   delay_deallocation& operator=(const delay_deallocation&) = delete;
 
  private:
-  void* registry_;  // the registry the scope was opened in
+  void* scope_;  // the scope's record in the registry it was opened in
 };
 
 }  // namespace shmpool

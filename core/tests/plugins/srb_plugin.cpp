@@ -79,6 +79,18 @@ SRB_EXPORT int srb_plugin_adopt(const void* p) {
   });
 }
 
+// A reference that outlives the plugin: a heap instance the caller now owns
+// (the host deletes it with its own copy of the core).  nullptr if this
+// plugin holds no reference to p.
+SRB_EXPORT void* srb_plugin_hand_out(const void* p) {
+  void* out = nullptr;
+  guarded([&] {
+    if (stable_reference_buffer* b = find_held(p)) out = new stable_reference_buffer(*b);
+    return 0;
+  });
+  return out;
+}
+
 // Copies a reference this plugin holds; 1 if it holds none.
 SRB_EXPORT int srb_plugin_copy(const void* p) {
   return guarded([&] {

@@ -7,8 +7,12 @@
 // free, a read after free or a leak fails the run.  The same steps with
 // plugins built around a process-local registry (what a naive
 // implementation does) get the counts wrong, and the test asserts that.
+// Fresh process images (this executable run again, srb_process_support.hpp)
+// check that copies agree in a hostile environment and after the last copy
+// is unloaded (issue 12, items 8 and 23).
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -17,13 +21,16 @@
 #include <atomic>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "shmpool/detail/srb_registry.hpp"
+#include "shmpool/platform/liveness.hpp"
 #include "shmpool/stable_reference_buffer.hpp"
+#include "../srb_process_support.hpp"
 
 namespace {
 
@@ -47,6 +54,7 @@ class plugin {
     bind(registry, "srb_plugin_registry");
     bind(last_error, "srb_plugin_last_error");
     bind(local_build, "srb_plugin_local_registry_build");
+    bind(hand_out, "srb_plugin_hand_out");
   }
   ~plugin() { unload(); }
   plugin(const plugin&) = delete;
@@ -77,6 +85,7 @@ class plugin {
   const void* (*registry)() = nullptr;
   const char* (*last_error)() = nullptr;
   int (*local_build)() = nullptr;
+  void* (*hand_out)(const void*) = nullptr;
 
  private:
   template <class F>
@@ -132,10 +141,20 @@ TEST(SrbPlugins, CountsAreExactAcrossPluginsAndTheHost) {
   EXPECT_EQ(host_stats().pending, base.pending + 1);
   EXPECT_EQ(b.frees(), base.frees);
   EXPECT_EQ(b.sum(p, 64), 64L * 0xAB);  // still allocated (ASan would say otherwise)
-  EXPECT_EQ(b.is_known(p), 0);
-  EXPECT_EQ(b.adopt(p), 1) << "a released block was adopted again";
+  // The seed's motivating case (issue 12, item 13): the raw pointer can be
+  // adopted again inside the scope, and the block then outlives it.
+  EXPECT_EQ(b.is_known(p), 1);
+  EXPECT_TRUE(stable_reference_buffer::is_known(p));
+  ASSERT_EQ(b.adopt(p), 0) << b.last_error();
+  EXPECT_EQ(b.use_count(p), 1);
+  EXPECT_EQ(host_stats().pending, base.pending);
   ASSERT_EQ(b.close_scope(), 0);
-  EXPECT_EQ(b.frees(), base.frees + 1);  // freed exactly once, at the scope's end
+  EXPECT_EQ(b.frees(), base.frees) << "the scope's end freed a block adopted again";
+  EXPECT_EQ(b.sum(p, 64), 64L * 0xAB);
+  ASSERT_EQ(b.release(p), 0);
+  EXPECT_EQ(b.frees(), base.frees + 1);  // freed exactly once, by its last reference
+  EXPECT_EQ(b.is_known(p), 0);
+  EXPECT_EQ(b.adopt(p), 1) << "a freed block was adopted again";
   EXPECT_EQ(b.pending(), base.pending);
 
   // Reloaded, A joins the same registry again; now B goes away without a scope.
@@ -200,7 +219,7 @@ TEST(SrbPlugins, AForkChildGetsOneRegistryForAllItsCopies) {
     ok = ok && b.release(p) == 0 && a.use_count(p) == 1;
     void* q = b.create(8, 1);
     ok = ok && a.adopt(q) == 0 && a.use_count(q) == 2;
-    plugin c(SRB_PLUGIN_C);  // loaded after the fork: finds the child's registry by its root segment
+    plugin c(SRB_PLUGIN_C);  // loaded after the fork: finds the child's registry through the inherited anchor
     ok = ok && c.registry() == a.registry() && c.adopt(q) == 0 && b.use_count(q) == 3;
     ok = ok && c.release(q) == 0 && a.release(q) == 0 && b.release(q) == 0 && c.is_known(q) == 0;
     ::_exit(ok ? 0 : 1);
@@ -214,7 +233,6 @@ TEST(SrbPlugins, AForkChildGetsOneRegistryForAllItsCopies) {
   EXPECT_EQ(a.release(p), 0);
   EXPECT_EQ(b.release(p), 0);
   EXPECT_EQ(host_stats().live, base.live);
-  shmpool::detail::srb_sweep_dead_registries();
 }
 
 // The same exchange with a registry per static copy: the copies disagree
@@ -241,28 +259,151 @@ TEST(SrbPlugins, AProcessLocalRegistryGetsTheCountsWrong) {
   ASSERT_EQ(a.release(p), 0);
 }
 
-// A copy loaded over a corrupted root segment reports a clear error.  In a
-// child, so the parent's segment is never touched.
-TEST(SrbPlugins, APluginLoadedOverACorruptedRootSegmentReportsAClearError) {
-  (void)shmpool::detail::srb_current();
+// A copy loaded over a corrupted anchor page reports a clear error.  In a
+// child, so the parent's anchor is never touched.
+TEST(SrbPlugins, APluginLoadedOverACorruptedAnchorReportsAClearError) {
+  const std::uintptr_t at = shmpool::detail::srb_anchor_address();
+  ASSERT_NE(at, 0u);
   std::fflush(nullptr);
   const pid_t pid = ::fork();
   if (pid == 0) {
-    const std::string path = "/dev/shm/" + shmpool::detail::srb_registry_name();
-    const int fd = ::open(path.c_str(), O_WRONLY | O_TRUNC);
-    const char garbage[48] = "not a registry";
-    const bool wrote = fd >= 0 && ::write(fd, garbage, sizeof garbage) == static_cast<ssize_t>(sizeof garbage);
-    if (fd >= 0) ::close(fd);
+    auto* rec = reinterpret_cast<shmpool::detail::srb_anchor_record*>(at);
+    const bool writable = ::mprotect(rec, 4096, PROT_READ | PROT_WRITE) == 0;
+    if (writable) rec->check ^= 1;
     plugin a(SRB_PLUGIN_A);
     const bool failed = a.create(8, 1) == nullptr;
-    const bool clear = std::string(a.last_error()).find("not usable: bad magic") != std::string::npos;
+    const bool clear = std::string(a.last_error()).find("fails its check word") != std::string::npos;
     if (!clear) std::fprintf(stderr, "error was: %s\n", a.last_error());
-    ::_exit(wrote && failed && clear ? 0 : 1);
+    ::_exit(writable && failed && clear ? 0 : 1);
   }
   int status = 0;
   ::waitpid(pid, &status, 0);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-  shmpool::detail::srb_sweep_dead_registries();
+}
+
+// ---- fresh images: the environment and the last copy (issue 12) --------------------
+
+// Item 8: the host copy attaches first; a plugin loaded later must find the
+// same registry: is_known and adopt agree in both directions.
+bool host_and_a_later_plugin_agree() {
+  bool ok = true;
+  stable_reference_buffer host(16);
+  std::memset(host.get(), 9, 16);
+  if (std::string(srb_support::helper_mode()) == "removed") {
+    // What systemd's RemoveIPC or a sweep does to the file the old design used.
+    char name[64];
+    std::snprintf(name, sizeof name, "/dev/shm/shmpool-srb-%016llx",
+                  static_cast<unsigned long long>(shmpool::platform::proc_liveness::self()));
+    ::unlink(name);
+  }
+  plugin a(SRB_PLUGIN_A);
+  EXPECT_EQ(a.registry(), &shmpool::detail::srb_current()) << a.last_error();
+  EXPECT_EQ(a.is_known(host.get()), 1) << "the later plugin does not know the host's block";
+  EXPECT_EQ(a.adopt(host.get()), 0) << a.last_error();
+  EXPECT_EQ(host.use_count(), 2u);
+  void* p = a.create(8, 4);
+  EXPECT_NE(p, nullptr) << a.last_error();
+  EXPECT_TRUE(stable_reference_buffer::is_known(p)) << "the host does not know the plugin's block";
+  if (p != nullptr) {
+    const stable_reference_buffer adopted(static_cast<const void*>(p));
+    EXPECT_EQ(a.use_count(p), 2);
+    EXPECT_EQ(a.release(p), 0);
+  }
+  EXPECT_EQ(a.release(host.get()), 0);
+  ok = ok && host.use_count() == 1 && !::testing::Test::HasFailure();
+  return ok;
+}
+
+// Item 23: the last copy (a plugin) is unloaded while a block it created
+// is still held by the host; the host's own copy attaches only afterwards.
+void the_last_copy_goes_while_its_block_lives() {
+  void* p = nullptr;
+  stable_reference_buffer* handed = nullptr;
+  {
+    plugin a(SRB_PLUGIN_A);
+    p = a.create(64, 0x42);
+    ASSERT_NE(p, nullptr) << a.last_error();
+    handed = static_cast<stable_reference_buffer*>(a.hand_out(p));
+    ASSERT_NE(handed, nullptr);
+    ASSERT_EQ(a.release(p), 0);  // only the handed-out reference remains
+  }  // dlclose: the only attached copy leaves
+  EXPECT_TRUE(stable_reference_buffer::is_known(p)) << "a live block was forgotten when the last copy left";
+  stable_reference_buffer mine(static_cast<const void*>(p));
+  EXPECT_EQ(mine.use_count(), 2u);
+  {
+    const stable_reference_buffer::delay_deallocation scope;
+    mine.reset();
+    EXPECT_EQ(static_cast<const unsigned char*>(p)[63], 0x42);  // ASan: still allocated
+  }
+  EXPECT_EQ(static_cast<const unsigned char*>(p)[0], 0x42);  // the handed-out reference keeps it
+  std::fflush(nullptr);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    bool ok = stable_reference_buffer::is_known(p);
+    plugin b(SRB_PLUGIN_B);
+    ok = ok && b.is_known(p) == 1 && b.adopt(p) == 0 && b.use_count(p) == 2 && b.release(p) == 0;
+    ::_exit(ok ? 0 : 1);
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "the fork child disagreed";
+  plugin b(SRB_PLUGIN_B);
+  EXPECT_EQ(b.is_known(p), 1);
+  EXPECT_EQ(b.adopt(p), 0) << b.last_error();
+  EXPECT_EQ(b.release(p), 0);
+  const auto before = host_stats();
+  delete handed;  // the last reference, dropped by the host's copy
+  EXPECT_EQ(host_stats().frees, before.frees + 1);
+  EXPECT_FALSE(stable_reference_buffer::is_known(p));
+}
+
+TEST(SrbPluginHelper, Run) {
+  const char* mode = srb_support::helper_mode();
+  if (mode == nullptr) GTEST_SKIP() << "runs only as a helper image of the environment tests";
+  const std::string m = mode;
+  try {
+    if (m == "foreign-first") {
+      // Memory that is not ours at the first candidate (a non-PIE heap, a
+      // MAP_32BIT mapping): the anchor goes to the next one, and every copy
+      // walks past it the same way.
+      void* const first = reinterpret_cast<void*>(shmpool::detail::srb_anchor_candidate(0));
+      ASSERT_EQ(::mmap(first, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0), first);
+      EXPECT_TRUE(host_and_a_later_plugin_agree());
+      EXPECT_EQ(shmpool::detail::srb_anchor_address(), shmpool::detail::srb_anchor_candidate(1));
+    } else if (m == "last-copy") {
+      the_last_copy_goes_while_its_block_lives();
+    } else {
+      EXPECT_TRUE(host_and_a_later_plugin_agree());
+    }
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "threw: " << e.what();
+  }
+}
+
+// Item 8: /dev/shm read-only, full, or the old design's file removed from
+// outside.  Real mount namespaces with a private tmpfs (root only).
+TEST(SrbPlugins, AHostAndALaterPluginAgreeWhateverDevShmIs) {
+  EXPECT_EQ(srb_support::run_helper("SrbPluginHelper.Run", "removed"), 0) << "file removed from outside";
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root for a private mount namespace";
+  EXPECT_EQ(srb_support::run_helper("SrbPluginHelper.Run", "ro", [] { return srb_support::private_dev_shm("ro"); }),
+            0)
+      << "read-only /dev/shm";
+  EXPECT_EQ(srb_support::run_helper("SrbPluginHelper.Run", "full", [] {
+              return srb_support::private_dev_shm("size=4k") && srb_support::fill_up("/dev/shm");
+            }),
+            0)
+      << "full /dev/shm";
+}
+
+// The candidate walk: the first candidate taken by foreign memory.
+TEST(SrbPlugins, CopiesAgreeWhenTheFirstCandidateIsForeignMemory) {
+  EXPECT_EQ(srb_support::run_helper("SrbPluginHelper.Run", "foreign-first"), 0);
+}
+
+// Item 23: a registry with live blocks stays reachable after its last copy
+// is unloaded (under AddressSanitizer: no use after free, no leak).
+TEST(SrbPlugins, UnloadingTheLastCopyNeverForgetsALiveBlock) {
+  EXPECT_EQ(srb_support::run_helper("SrbPluginHelper.Run", "last-copy"), 0);
 }
 
 }  // namespace

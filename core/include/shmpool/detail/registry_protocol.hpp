@@ -2,19 +2,22 @@
 // for the whole process, whichever static copy of the core touches it.
 // Production (linux_platform) and a model checker (a Relacy platform) run
 // this one template; it reaches shared state only through the seam
-// (platform/seam.hpp).  How the registry is found and cleaned up (the root
-// segment, fork) lives in srb_registry.cpp and core/PROTOCOL.md.
+// (platform/seam.hpp).  How a copy finds the registry (the anchor page) and
+// the fork handlers live in srb_anchor.cpp, srb_registry.cpp and
+// core/PROTOCOL.md.
 //
 // WHERE IT LIVES
 //   The registry object and everything it points to are process-private
 //   anonymous memory (Pages).  Every static copy of the core in the process
-//   finds the same object through the root segment, so pointers into it are
+//   finds the same object through the anchor page, so pointers into it are
 //   valid for all of them; a fork child gets a copy-on-write snapshot taken
-//   by the kernel at the instant of the fork.
+//   by the kernel at the instant of the fork.  A published registry is
+//   never destroyed while the process lives (copies only detach), so a
+//   block created by a copy that was unloaded stays counted.
 //
 // LAYOUT
 //   id_        magic, format, own address, nonce: checked by a new copy before
-//              it trusts the address it read from the root segment
+//              it trusts the address it read from the anchor page
 //   L          a futex mutex (0 free, 1 held, 2 held with sleepers)
 //   entries    32-byte records in chunks that never move: chunk k holds
 //              first_chunk_entries << k records, so 40 chunks never run out.
@@ -22,27 +25,34 @@
 //   index      open-addressing hash (linear probing, backward-shift delete)
 //              block address -> entry; doubles at half load.
 //   free list  recycled entries;  pending list: released, not yet freed.
+//   scopes     the live delay scopes (srb_scope, doubly linked), for fork.
 //
 // ENTRY STATES (where the entry is: the index, the pending list, the free list)
-//   unused  -> live      insert: in the index, count 1
-//   live    -> pending   last reference dropped inside a delay scope
+//   unused  -> live      insert: in the index, count 1, next == nullptr
+//   live    -> pending   last reference dropped inside a delay scope: stays
+//                        in the index, joins the pending list (next != nullptr)
 //   live    -> free      last reference dropped, no delay scope: block freed
+//   pending -> live      adopt inside the scope (the seed's re-adoption): count 1
 //   pending -> free      outermost delay scope ended: block freed
 //   free    -> live      insert reuses it
 //
 // INVARIANTS
 //   G1  every access to block, next, the index, the lists and the
 //       bookkeeping counters happens under L.
-//   G2  an entry is in the index iff it is live; its key is its block.
-//   G3  count > 0  =>  live.  count == 0 is terminal: a copy needs a holder
-//       (count >= 1 already) and adopt increments only from count > 0, by CAS
-//       under L, so nothing revives a released block.
+//   G2  an entry is in the index iff it is live or pending; its key is its
+//       block.  It is pending iff next != nullptr (the list's last entry
+//       points to itself).
+//   G3  count > 0  =>  live.  A copy needs a holder (count >= 1 already) and
+//       adopt increments a live count only from count > 0, by CAS under L.
+//       count == 0 is terminal except for a pending entry, which adopt (under
+//       L, so never racing retire or drain) makes live again with count 1.
 //   G4  a block is freed exactly once: by whoever takes its entry out of the
 //       live state with depth == 0 (retire), or by the exit that brings
 //       depth to 0 (drain); both under L, and each entry leaves live once.
-//   G5  depth == number of delay scopes alive; while depth > 0, retire moves
-//       entries to pending instead of freeing (checked under L, so a scope
-//       entered before a retire takes L is always seen).
+//   G5  depth == number of counted scopes on the scope list; while depth > 0,
+//       retire moves entries to pending instead of freeing (checked under L,
+//       so a scope entered before a retire takes L is always seen).  A scope
+//       may be exited on any thread: it carries its own record.
 //   G6  live_ == number of live entries; pending_ == length of the pending
 //       list.  Exact whenever L is free.
 //
@@ -62,16 +72,19 @@
 //
 // FORK (the caller runs these from pthread_atfork, once per static copy)
 //   prepare takes L (nesting on the forking thread's id, since every copy's
-//   handler runs), so no structural change is half done in the snapshot; the
-//   parent's last handler releases it.  In the child, the first handler sets
-//   depth to the delay scopes the forking thread holds (no other thread
-//   survives to close its scopes) and frees pending blocks if that is 0; the
-//   last handler releases L.  Counts need no work: the snapshot is exact.
+//   handler runs), so no structural change is half done in the snapshot, and
+//   counts the counted scopes that the forking thread opened; the parent's
+//   last handler releases L.  In the child, the first handler marks every
+//   other scope uncounted (its thread did not survive; if the child ever
+//   exits it, nothing changes), sets depth to the forking thread's scopes,
+//   and frees pending blocks if that is 0; the last handler releases L.
+//   Counts need no work: the snapshot is exact.
 //
 // MUTANTS (mutation checks only; production defines none)
 //   SHMPOOL_MUTANT_REGISTRY_NO_ZERO_CHECK      every drop retires the block
 //   SHMPOOL_MUTANT_DELAY_FREES_AT_INNER_EXIT   any scope exit drains pending
-//   SHMPOOL_MUTANT_REGISTRY_ROOT_IN_PLACE      root segment written in place (srb_root.cpp)
+//   SHMPOOL_MUTANT_REGISTRY_SECOND_WHEN_UNSEEN a copy that does not find the
+//                                              anchor at once makes a second registry (srb_anchor.cpp)
 #pragma once
 
 #include <bit>
@@ -88,7 +101,7 @@ using platform::mo;
 
 // "SHMPSRB1" read as a little-endian word.
 inline constexpr std::uint64_t srb_registry_magic = 0x3142'5253'504D'4853ULL;
-inline constexpr std::uint64_t srb_version = 1;
+inline constexpr std::uint64_t srb_version = 2;  // 2: the anchor page, scope records, re-adoption
 
 // The memory order of every ordering point, by what it orders.
 struct srb_orders {
@@ -101,13 +114,22 @@ struct srb_orders {
   static constexpr mo sole = mo::acquire;     // R7 "am I the only holder?"; pairs with R2 of those who left
 };
 
-// Read first by a copy that found the registry's address in the root
-// segment; all four words are written once, before the address is published.
+// Read first by a copy that found the registry's address in the anchor
+// page; all four words are written once, before the address is published.
 struct srb_registry_id {
   std::uint64_t magic;
   std::uint64_t format;
   std::uint64_t self;   // the registry's own address
-  std::uint64_t nonce;  // the same value is in the root segment
+  std::uint64_t nonce;  // the same value is in the anchor page
+};
+
+// One live delay scope: where it was opened, and its links on the
+// registry's scope list (G1: all fields under L).
+struct srb_scope {
+  std::uint64_t opener = 0;  // the opening thread's id; compared at fork
+  srb_scope* prev = nullptr;
+  srb_scope* next = nullptr;
+  bool counted = false;      // in depth (G5); false once a fork left its thread behind
 };
 
 template <class P>
@@ -130,7 +152,7 @@ struct srb_stats {
   std::uint64_t frees = 0;        // blocks freed since the registry was made
   std::uint64_t entries = 0;      // entry records ever handed out (high-water mark)
   std::uint64_t index_slots = 0;  // capacity of the hash index
-  std::uint64_t copies = 0;       // static copies of the core attached
+  std::uint64_t copies = 0;       // static copies of the core attached now
   std::int64_t depth = 0;         // delay scopes alive
 };
 
@@ -151,17 +173,17 @@ class srb_registry {
   // Version and the sizes of every shared record: two copies of the core
   // share a registry only if they agree on all of them.
   static constexpr std::uint64_t format_word() noexcept {
-    return (srb_version << 56) | (std::uint64_t{sizeof(srb_registry)} << 24) |
-           (std::uint64_t{sizeof(entry)} << 12) | sizeof(slot);
+    return (srb_version << 56) | (std::uint64_t{sizeof(srb_registry)} << 32) | (std::uint64_t{sizeof(entry)} << 20) |
+           (std::uint64_t{sizeof(srb_scope)} << 10) | sizeof(slot);
   }
   static_assert(sizeof(srb_registry_id) == 32);
 
-  srb_registry(std::uint64_t nonce, std::uint64_t root_owner) noexcept
-      : id_{srb_registry_magic, format_word(), reinterpret_cast<std::uintptr_t>(this), nonce},
-        root_owner_(root_owner) {
+  explicit srb_registry(std::uint64_t nonce) noexcept
+      : id_{srb_registry_magic, format_word(), reinterpret_cast<std::uintptr_t>(this), nonce} {
     static_assert(format_word() != 0 && format_word() != ~std::uint64_t{0});  // all-0 and all-1 are invalid
+    static_assert(sizeof(entry) < 1024 && sizeof(srb_scope) < 1024 && sizeof(slot) < 1024);
     // Initial values (R5): the registry reaches other threads only through
-    // the root segment or this copy's registry pointer, both published later.
+    // the anchor page or this copy's registry pointer, both published later.
     P::store(lock_word_, 0, O::guarded);
     P::store(depth_, std::int64_t{0}, O::guarded);
     P::store(fork_tid_, std::uint64_t{0}, O::guarded);
@@ -181,7 +203,6 @@ class srb_registry {
   srb_registry& operator=(const srb_registry&) = delete;
 
   const srb_registry_id& id() const noexcept { return id_; }
-  std::uint64_t root_owner() const noexcept { return root_owner_; }
 
   // ---- the hot path: no lock ------------------------------------------------
   static void add_ref(entry& e) noexcept { P::fetch_add(e.count, std::uint64_t{1}, O::copy); }  // R1
@@ -218,20 +239,22 @@ class srb_registry {
     return e;
   }
 
-  // After drop_ref returned true: the block leaves the index, then is freed
-  // now (free_block(block), under L) or parked until the outermost scope ends.
+  // After drop_ref returned true: the block is freed now (it leaves the
+  // index; free_block(block), under L) or parked on the pending list, still
+  // in the index, until the outermost scope ends (G2).
   template <class Free>
   void retire(entry& e, Free&& free_block) noexcept {
     P::crash_point(crash_site::registry_decremented);
     held h(*this);
-    if (index_find(key_of(e.block)) != &e) return;  // not live: only a mutant retires twice
-    index_erase(key_of(e.block));
+    if (index_find(key_of(e.block)) != &e || e.next != nullptr) return;  // not live: only a mutant retires twice
     --live_;
     if (P::load(depth_, O::guarded) > 0) {  // R5 under L: sees every scope entered before (G5)
-      push(pending_head_, e);
+      e.next = pending_head_ == nullptr ? &e : pending_head_;  // the last pending entry points to itself (G2)
+      pending_head_ = &e;
       ++pending_;
       return;
     }
+    index_erase(key_of(e.block));
     release_block(e, free_block);
   }
 
@@ -240,6 +263,11 @@ class srb_registry {
     held h(*this);
     entry* e = index_find(key_of(block));
     if (e == nullptr) return srb_adopt::unknown;
+    if (e->next != nullptr) {  // pending: released inside a live scope, not yet freed (G3)
+      revive(*e);
+      out = e;
+      return srb_adopt::adopted;
+    }
     std::uint64_t c = P::load(e->count, O::guarded);  // R5; a racing drop is caught by the CAS
     do {
       if (c == 0) return srb_adopt::released;  // G3: dropping to zero, retire waits for L
@@ -251,7 +279,8 @@ class srb_registry {
   bool known(const void* block) noexcept {
     held h(*this);
     const entry* e = index_find(key_of(block));
-    return e != nullptr && P::load(e->count, O::guarded) > 0;  // R5; 0 = being retired
+    if (e == nullptr) return false;
+    return e->next != nullptr || P::load(e->count, O::guarded) > 0;  // R5; pending, or live (0 = being retired)
   }
 
   // Grows an exclusively held block in place: when e has one reference and
@@ -277,14 +306,22 @@ class srb_registry {
   }
 
   // ---- delay scopes -------------------------------------------------------------
-  void enter_delay() noexcept {
+  // s is the scope's own record (it outlives the scope's exit, on any thread);
+  // opener identifies the opening thread for fork.
+  void enter_delay(srb_scope& s, std::uint64_t opener) noexcept {
     held h(*this);
+    s = srb_scope{opener, nullptr, scopes_, true};
+    if (scopes_ != nullptr) scopes_->prev = &s;
+    scopes_ = &s;
     P::fetch_add(depth_, std::int64_t{1}, O::guarded);  // R5 under L (G5)
   }
 
   template <class Free>
-  void exit_delay(Free&& free_block) noexcept {
+  void exit_delay(srb_scope& s, Free&& free_block) noexcept {
     held h(*this);
+    (s.prev != nullptr ? s.prev->next : scopes_) = s.next;
+    if (s.next != nullptr) s.next->prev = s.prev;
+    if (!s.counted) return;  // opened by a thread a fork left behind: never in this depth
     const std::int64_t left = P::fetch_sub(depth_, std::int64_t{1}, O::guarded) - 1;  // R5 under L (G4, G5)
 #if defined(SHMPOOL_MUTANT_DELAY_FREES_AT_INNER_EXIT)
     (void)left;
@@ -294,36 +331,29 @@ class srb_registry {
 #endif
   }
 
-  // ---- static copies attached (each copy counts once) --------------------------
-  bool attach_copy() noexcept {
+  // ---- static copies attached (for reports; a registry is never retired) ------
+  void attach_copy() noexcept {
     held h(*this);
-    if (retired_) return false;
     ++copies_;
-    return true;
   }
-  // The last copy to leave retires the registry and runs on_last under L, so
-  // no copy can attach between the count reaching 0 and the root going away.
-  template <class F>
-  void detach_copy(F&& on_last) noexcept {
+  void detach_copy() noexcept {
     held h(*this);
-    if (copies_ == 0 || --copies_ != 0) return;
-    retired_ = true;
-    on_last();
+    if (copies_ != 0) --copies_;
   }
 
   // ---- fork ----------------------------------------------------------------------
-  void fork_prepare(std::uint64_t tid, std::int64_t thread_scopes) noexcept {
+  void fork_prepare(std::uint64_t tid) noexcept {
     // R5: fork_tid_ changes only under L, and only this thread can have
     // stored its own id there, so a stale value can never look like ours.
     if (P::load(fork_tid_, O::guarded) == tid) {  // an earlier copy's handler of this fork holds L
       ++fork_holds_;
-      fork_scopes_ += thread_scopes;
       return;
     }
     lock();
     P::store(fork_tid_, tid, O::guarded);  // R5 under L; read back only by this thread
     fork_holds_ = 1;
-    fork_scopes_ = thread_scopes;
+    fork_scopes_ = 0;
+    for (const srb_scope* s = scopes_; s != nullptr; s = s->next) fork_scopes_ += s->counted && s->opener == tid;
     fork_child_first_ = true;
   }
   void fork_parent() noexcept {
@@ -331,23 +361,22 @@ class srb_registry {
     P::store(fork_tid_, std::uint64_t{0}, O::guarded);  // R5 under L, before R4 below
     unlock();
   }
-  // Returns true in the first handler of the child when the registry is in
-  // use: that caller publishes the child's root segment (once per fork).
+  // In the child, once per copy's handler; the first does the work.
   template <class Free>
-  bool fork_child(Free&& free_block) noexcept {
-    const bool first = fork_child_first_;
-    if (first) {
+  void fork_child(Free&& free_block) noexcept {
+    if (fork_child_first_) {
       fork_child_first_ = false;
-      P::store(depth_, fork_scopes_, O::guarded);  // scopes of vanished threads never end
+      const std::uint64_t forker = P::load(fork_tid_, O::guarded);  // R5: L is ours
+      for (srb_scope* s = scopes_; s != nullptr; s = s->next)
+        if (s->opener != forker) s->counted = false;  // its thread is gone (G5)
+      P::store(depth_, fork_scopes_, O::guarded);
       if (fork_scopes_ == 0) drain(free_block);
     }
     if (fork_holds_ != 0 && --fork_holds_ == 0) {
       P::store(fork_tid_, std::uint64_t{0}, O::guarded);  // single-threaded child
       P::store(lock_word_, 0, O::lock_give);  // R4; no sleeper survived the fork
     }
-    return first && !retired_;
   }
-  void set_root_owner(std::uint64_t owner) noexcept { root_owner_ = owner; }  // child handler only
 
   srb_stats stats() noexcept {
     held h(*this);
@@ -394,10 +423,27 @@ class srb_registry {
   template <class Free>
   void drain(Free& free_block) noexcept {
     while (entry* e = pending_head_) {
-      pending_head_ = e->next;
+      pending_head_ = e->next == e ? nullptr : e->next;
       --pending_;
+      index_erase(key_of(e->block));
       release_block(*e, free_block);
     }
+  }
+
+  // pending -> live with count 1 (G3): off the pending list, still indexed.
+  void revive(entry& e) noexcept {
+    entry* before = nullptr;
+    for (entry* at = pending_head_; at != &e; at = at->next) before = at;  // e is on the list (G2)
+    entry* const after = e.next == &e ? nullptr : e.next;
+    if (before == nullptr)
+      pending_head_ = after;
+    else
+      before->next = after == nullptr ? before : after;  // a new last entry points to itself
+    e.next = nullptr;
+    --pending_;
+    ++live_;
+    P::store(e.count, std::uint64_t{1}, O::guarded);  // R5: L orders it with retire and drain
+    P::crash_point(crash_site::registry_revived);
   }
 
   // ---- entries: chunks that never move ------------------------------------------
@@ -484,14 +530,13 @@ class srb_registry {
   }
 
   srb_registry_id id_;
-  std::uint64_t root_owner_;  // identity whose root segment names this registry; 0: none
   typename P::template atomic<int> lock_word_;  // L
   typename P::template atomic<std::int64_t> depth_;  // G5; written under L, peeked by safe_get
   typename P::template atomic<std::uint64_t> fork_tid_;  // thread whose fork handlers hold L
   std::uint64_t fork_holds_ = 0;   // handlers of the current fork that hold L
-  std::int64_t fork_scopes_ = 0;   // delay scopes the forking thread holds
+  std::int64_t fork_scopes_ = 0;   // counted delay scopes the forking thread opened
   bool fork_child_first_ = false;
-  bool retired_ = false;
+  srb_scope* scopes_ = nullptr;    // live scopes (G5), newest first
   std::uint64_t copies_ = 1;  // the creator is attached
   std::uint64_t live_ = 0, pending_ = 0, frees_ = 0, entries_made_ = 0;
   entry* free_head_ = nullptr;

@@ -48,11 +48,10 @@ enum class crash_site : std::uint16_t {
   wait_registered = 50,     // waiter counted itself, not yet asleep
   registry_inserted = 60,   // registry: entry written, not yet counted
   registry_decremented = 61,// registry: count dropped, memory not yet freed
-  registry_root_temp_created = 62,   // root segment: temporary file created, empty
-  registry_root_temp_written = 63,   // root segment: record written, not yet linked
-  registry_root_linked = 64,         // root segment: final name linked, temporary not yet removed
-  registry_sweep_unlinking = 65,     // sweep: a dead process's segment about to be removed
-  registry_detach_unlinking = 66,    // last copy retired the registry, root segment not yet removed
+  // 62..66 named the root segment of format 1 (temporary, link, sweep, unlink): retired with it.
+  registry_anchor_written = 67,      // anchor: memfd holds the record, not yet mapped
+  registry_anchor_mapped = 68,       // anchor: page mapped at its candidate, memfd not yet closed
+  registry_revived = 69,             // registry: a pending block adopted again, count 1, under L
 };
 
 }  // namespace shmpool::platform
