@@ -53,6 +53,15 @@ enum class crash_site : std::uint16_t {
   registry_root_linked = 64,         // root segment: final name linked, temporary not yet removed
   registry_sweep_unlinking = 65,     // sweep: a dead process's segment about to be removed
   registry_detach_unlinking = 66,    // last copy retired the registry, root segment not yet removed
+  // Pool initialisation and open (pool.cpp's factories; PROTOCOL.md "Creation and opening").
+  init_temp_created = 70,        // creator: temporary file (unnamed, or named) exists, empty
+  init_reserved = 71,            // creator: temporary sized and its space reserved
+  init_header_written = 72,      // creator: header written under the init marker, magic not yet final
+  init_complete = 73,            // creator: magic written, the pool is complete but not yet published
+  init_published = 74,           // creator: the final name links the pool; a named temporary not yet removed
+  init_placeholder_locked = 75,  // opener holds an empty placeholder's lock, nothing built yet
+  init_temp_named = 76,          // creator: complete pool linked to a temporary name, not yet renamed over the placeholder
+  init_discarding = 77,          // creator failed or lost the race: about to discard its temporary
 };
 
 }  // namespace shmpool::platform
