@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "shmpool/detail/format.hpp"
+#include "shmpool/platform/sys.hpp"
 #include "shmpool/pool.hpp"
 
 namespace fs = std::filesystem;
@@ -203,6 +204,39 @@ TEST(PoolLifecycle, FailedCreatorLeavesThePlaceholderForTheNextOpener) {
   });
   if (rc == skipped) GTEST_SKIP() << "needs a private mount namespace (root)";
   EXPECT_EQ(rc, 0);
+}
+
+// Fault build (-DSHMPOOL_FAULTS=ON): posix_fallocate fails after the size
+// check passed (the space went meanwhile).  The failed creator leaves
+// nothing at a fresh name and the placeholder as it was, and the next
+// opener creates the pool.
+TEST(PoolLifecycle, FallocateFailingLeavesTheNameAsItWas) {
+  namespace sys = shmpool::platform::sys;
+  if constexpr (!sys::faults_compiled_in) {
+    GTEST_SKIP() << "needs the fault build (-DSHMPOOL_FAULTS=ON)";
+  } else {
+#if defined(SHMPOOL_FAULTS)
+    temp_dir d;
+    { std::ofstream touch(d.file("placeholder")); }
+    for (const char* name : {"fresh", "placeholder"}) {
+      sys::fault_plan plan;
+      plan.nth = 1;
+      plan.error = ENOSPC;
+      plan.only_one_kind = true;
+      plan.kind = sys::call::fallocate;
+      sys::arm_fault(plan);
+      const auto e = error_of([&] { shmpool::pool::open(d.file(name), 8, 8); });
+      sys::arm_fault(sys::fault_plan{});
+      EXPECT_EQ(e.code(), std::error_code(ENOSPC, std::system_category())) << e.what();
+      auto names = names_in(d.path());
+      std::sort(names.begin(), names.end());
+      EXPECT_EQ(names, std::vector<std::string>{"placeholder"}) << "after failing on " << name;
+      EXPECT_EQ(fs::file_size(d.file("placeholder")), 0u);
+      EXPECT_TRUE(shmpool::pool::open(d.file(name), 8, 8).alloc());
+      if (std::string(name) == "fresh") fs::remove(d.file(name));
+    }
+#endif
+  }
 }
 
 // ---- item 16: fork during initialisation -------------------------------------
