@@ -577,7 +577,16 @@ std::unique_ptr<pool_core> attach_existing(int fd, const std::filesystem::path& 
 std::unique_ptr<pool_core> create_at(const std::filesystem::path& path, const pool_layout& wanted,
                                      const std::string& where) {
   temp_pool t(path, where);
-  t.build(wanted, std::nullopt, where);
+  try {
+    t.build(wanted, std::nullopt, where);
+  } catch (const error&) {
+    // Openers racing to create each reserve a whole pool: the winner's may
+    // have taken the space ours needed.  If a file appeared meanwhile, open
+    // it rather than fail.
+    struct stat st {};
+    if (platform::sys::fstatat(AT_FDCWD, path.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) return nullptr;
+    throw;
+  }
   if (!t.publish_new(path, where)) return nullptr;
   return t.into_core(path);
 }
