@@ -33,7 +33,8 @@ constexpr std::int64_t racer_mark = 2222;   // the value the racing opener write
 constexpr int racer_limit_s = 20;           // P2: longer means it hung
 
 // How the victim finds the path.
-enum class start { nothing, empty_file, interrupted_init, nothing_refused };
+enum class start { nothing, empty_file, interrupted_init, nothing_refused, empty_file_refused };
+bool refused(start how) { return how == start::nothing_refused || how == start::empty_file_refused; }
 struct scenario {
   start how;
   const char* name;
@@ -43,6 +44,7 @@ constexpr scenario scenarios[] = {
     {start::empty_file, "replace_empty_placeholder"},
     {start::interrupted_init, "replace_interrupted_init"},
     {start::nothing_refused, "create_refused_by_backing"},
+    {start::empty_file_refused, "replace_refused_by_backing"},
 };
 
 // What an earlier version's creator left when it died before the header.
@@ -55,7 +57,7 @@ void write_interrupted_init(const fs::path& path) {
 }
 
 void prepare(const fs::path& path, start how) {
-  if (how == start::empty_file) {
+  if (how == start::empty_file || how == start::empty_file_refused) {
     const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
     if (fd < 0) throw std::runtime_error("init sweep: cannot create " + path.string());
     ::close(fd);
@@ -77,7 +79,7 @@ pid_t start_victim(const fs::path& path, start how, std::uint64_t n) {
   if (pid != 0) return pid;
   bool ok = false;
   try {
-    if (how == start::nothing_refused) {
+    if (refused(how)) {
       const rlimit small{1024, 1024};  // less than the pool's one page
       ::setrlimit(RLIMIT_FSIZE, &small);
     }
@@ -86,9 +88,9 @@ pid_t start_victim(const fs::path& path, start how, std::uint64_t n) {
       auto p = shmpool::i64_pool::open(path, capacity);
       shmpool::platform::arm_crash_point(0);  // the alloc's own points are the pool sweep's
       // A refused victim may still find a pool the racer made: opening it reserves nothing.
-      ok = how == start::nothing_refused || p.alloc_set(victim_mark).has_value();
+      ok = refused(how) || p.alloc_set(victim_mark).has_value();
     } catch (const shmpool::error& e) {
-      ok = how == start::nothing_refused && e.code() == make_error_code(shmpool::errc::exceeds_backing);
+      ok = refused(how) && e.code() == make_error_code(shmpool::errc::exceeds_backing);
     }
   } catch (...) {
   }
@@ -137,7 +139,7 @@ problems check_pool(const fs::path& path, bool racer_ran, bool victim_completed,
     auto p = shmpool::i64_pool::open(path, capacity);
     for (const auto& problem : p.check()) out.push_back("check(): " + problem);
     if (racer_ran && !holds(p, racer_mark)) out.push_back("the racing opener wrote to another pool than this name's");
-    if (victim_completed && how != start::nothing_refused && !holds(p, victim_mark))
+    if (victim_completed && !refused(how) && !holds(p, victim_mark))
       out.push_back("the victim completed on another pool than this name's");
     p.recover_stale();
     if (p.used() != 0) out.push_back("after recovery " + std::to_string(p.used()) + " slots are still taken");
@@ -180,9 +182,12 @@ class init_sweeper {
     int code = 0;
     const bool died = died_at_crash_point(victim, code);
     reap(victim);
+    const bool placeholder_kept = fs::exists(path) && fs::file_size(path) == 0;
     const std::string where = std::string(s.name) + " killed at crash point " + std::to_string(n) +
                               (racer ? " with a racing opener" : "");
     if (!died && code != 0) fail(where, "the victim completed with a wrong outcome");  // P1
+    if (s.how == start::empty_file_refused && !racer && !placeholder_kept)
+      fail(where, "a refused creator did not leave the placeholder as it found it (P4)");
     bool racer_ok = false;
     if (racing != 0) {
       const int st = reap(racing);

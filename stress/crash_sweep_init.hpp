@@ -14,7 +14,8 @@
 //       one pool): never "bad magic", never a re-initialised pool;
 //   P4  nothing else is in the directory but complete pools under a
 //       temporary name (a creator killed between naming its complete pool
-//       and publishing it); never an incomplete file;
+//       and publishing it); never an incomplete file; a refused creator
+//       leaves a placeholder as it found it;
 //   P5  after recover_stale() the pool is whole: every slot free, all of
 //       them can be taken and given back.
 #pragma once

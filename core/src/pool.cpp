@@ -544,6 +544,10 @@ found classify(int fd, std::uint64_t size, const std::string& where) {
   const std::size_t want = size < sizeof h ? static_cast<std::size_t>(size) : sizeof h;
   if (platform::sys::pread(fd, &h, want, 0) != static_cast<ssize_t>(want))
     fail_errno(errno ? errno : EIO, where, "reading the header");
+#if defined(SHMPOOL_MUTANT_REINIT_ON_INIT_MARKER)
+  // Mutant: the init marker alone makes a file replaceable (one corrupted word costs a live pool).
+  if (h.magic == pool_init_magic) return found::placeholder;
+#endif
   return interrupted_initialisation(h) ? found::placeholder : found::pool;
 }
 
@@ -577,6 +581,13 @@ std::unique_ptr<pool_core> attach_existing(int fd, const std::filesystem::path& 
 std::unique_ptr<pool_core> create_at(const std::filesystem::path& path, const pool_layout& wanted,
                                      const std::string& where) {
   temp_pool t(path, where);
+#if defined(SHMPOOL_MUTANT_INIT_PUBLISHED_EARLY)
+  // Mutant: the file is named before it is built (in-place initialisation):
+  // a creator killed mid-way leaves an incomplete pool at the final name.
+  if (!t.publish_new(path, where)) return nullptr;
+  t.build(wanted, std::nullopt, where);
+  return t.into_core(path);
+#endif
   try {
     t.build(wanted, std::nullopt, where);
   } catch (const error&) {
@@ -604,7 +615,17 @@ std::unique_ptr<pool_core> replace_placeholder(const listed_fd& fd, const std::f
   if (classify(fd.get(), static_cast<std::uint64_t>(st.st_size), where) != found::placeholder) return nullptr;
   crash_point(crash_site::init_placeholder_locked);
   temp_pool t(path, where);
+#if defined(SHMPOOL_MUTANT_UNLINK_AFTER_FAILED_CREATE)
+  // Mutant: a failed creator removes the path, which other openers may hold.
+  try {
+    t.build(wanted, st.st_mode & 07777, where);
+  } catch (...) {
+    platform::sys::unlink(path.c_str());
+    throw;
+  }
+#else
   t.build(wanted, st.st_mode & 07777, where);
+#endif
   t.publish_over(path, where);
   return t.into_core(path);  // the lock goes with the placeholder's fd
 }
