@@ -15,6 +15,7 @@
 #include <sys/vfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdlib>
@@ -111,29 +112,79 @@ void check_parameters_match(const pool_layout& found, const pool_layout& wanted,
            what + "; nothing was reserved");
 }
 
-// MemAvailable + SwapFree from /proc/meminfo, in bytes; nullopt if unreadable.
-std::optional<std::uint64_t> meminfo_available() {
-  const int fd = platform::sys::open("/proc/meminfo", O_RDONLY | O_CLOEXEC);
+// The text of a small file (/proc, /sys), or nullopt if unreadable.
+std::optional<std::string> read_small_file(const char* path) {
+  const int fd = platform::sys::open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return std::nullopt;
-  char text[8192];
-  std::size_t got = 0;
+  std::string text;
+  char buf[4096];
   for (;;) {
-    const ssize_t n = platform::sys::read(fd, text + got, sizeof text - 1 - got);
+    const ssize_t n = platform::sys::read(fd, buf, sizeof buf);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    got += static_cast<std::size_t>(n);
+    if (n <= 0 || text.size() > 65536) break;
+    text.append(buf, static_cast<std::size_t>(n));
   }
   platform::sys::close(fd);
-  text[got] = '\0';
+  return text;
+}
+
+// MemAvailable + SwapFree from /proc/meminfo, in bytes; nullopt if unreadable.
+std::optional<std::uint64_t> meminfo_available() {
+  const auto text = read_small_file("/proc/meminfo");
+  if (!text) return std::nullopt;
   const auto kib_of = [&](const char* key) -> std::optional<std::uint64_t> {
-    const char* at = std::strstr(text, key);
-    if (at == nullptr) return std::nullopt;
-    return std::strtoull(at + std::strlen(key), nullptr, 10);
+    const auto at = text->find(key);
+    if (at == std::string::npos) return std::nullopt;
+    return std::strtoull(text->c_str() + at + std::strlen(key), nullptr, 10);
   };
   const auto available = kib_of("MemAvailable:");
   const auto swap = kib_of("SwapFree:");
   if (!available || !swap) return std::nullopt;
   return (*available + *swap) * 1024;
+}
+
+// A cgroup limit file: a number of bytes, or nullopt for "max", unlimited
+// (cgroup v1 shows a number near 2^63) or unreadable.
+std::optional<std::uint64_t> cgroup_limit(const std::string& path) {
+  const auto text = read_small_file(path.c_str());
+  if (!text || text->empty() || (*text)[0] < '0' || (*text)[0] > '9') return std::nullopt;
+  const std::uint64_t v = std::strtoull(text->c_str(), nullptr, 10);
+  return v >= (std::uint64_t{1} << 62) ? std::nullopt : std::optional<std::uint64_t>(v);
+}
+
+// The memory limit of this process's memory cgroup, swap included (v2:
+// memory.max + memory.swap.max; v1: the larger of memory.limit_in_bytes and
+// memory.memsw.limit_in_bytes), or nullopt when unlimited or unreadable.
+// The limit only, not the usage: usage counts reclaimable page cache, and
+// comparing with it would refuse pools that fit.  Limits of ancestor
+// cgroups are not read.
+std::optional<std::uint64_t> cgroup_memory_limit() {
+  const auto lines = read_small_file("/proc/self/cgroup");
+  if (!lines) return std::nullopt;
+  std::optional<std::uint64_t> lowest;
+  const auto consider = [&](std::optional<std::uint64_t> limit) {
+    if (limit && (!lowest || *limit < *lowest)) lowest = limit;
+  };
+  std::size_t from = 0;
+  while (from < lines->size()) {
+    const std::size_t eol = std::min(lines->find('\n', from), lines->size());
+    const std::string line = lines->substr(from, eol - from);  // "id:controllers:path"
+    from = eol + 1;
+    const auto first = line.find(':'), second = line.find(':', first + 1);
+    if (first == std::string::npos || second == std::string::npos) continue;
+    const std::string controllers = "," + line.substr(first + 1, second - first - 1) + ",";
+    const std::string path = line.substr(second + 1);
+    if (controllers == ",,") {  // v2
+      const std::string dir = "/sys/fs/cgroup" + path;
+      if (const auto memory = cgroup_limit(dir + "/memory.max"))
+        consider(*memory + cgroup_limit(dir + "/memory.swap.max").value_or(0));
+    } else if (controllers.find(",memory,") != std::string::npos) {  // v1
+      const std::string dir = "/sys/fs/cgroup/memory" + path;
+      if (const auto memory = cgroup_limit(dir + "/memory.limit_in_bytes"))
+        consider(std::max(*memory, cgroup_limit(dir + "/memory.memsw.limit_in_bytes").value_or(0)));
+    }
+  }
+  return lowest;
 }
 
 // The memory a new shared-memory pool may take without summoning the OOM
@@ -149,7 +200,8 @@ std::uint64_t memory_available(const std::string& where) {
 // Fails with errc::exceeds_backing, naming the size and the limit, when the
 // backing of `fd` cannot hold `size` bytes: RLIMIT_FSIZE always (beyond it,
 // ftruncate raises SIGXFSZ), the free space of a file's filesystem, and for
-// memory (memfd, anonymous, and files on tmpfs) available memory and swap.
+// memory (memfd, anonymous, and files on tmpfs) available memory and swap
+// and the memory cgroup's limit.
 // A full reservation is the OOM killer's business, not ours: refused here.
 void check_backing(int fd, std::uint64_t size, bool in_memory, const std::string& where) {
   struct rlimit fsize {};
@@ -170,6 +222,8 @@ void check_backing(int fd, std::uint64_t size, bool in_memory, const std::string
   if (in_memory) {
     const std::uint64_t available = memory_available(where);
     if (size > available) exceeds(where, size, available, "available memory and swap (MemAvailable + SwapFree)");
+    if (const auto limit = cgroup_memory_limit(); limit && size > *limit)
+      exceeds(where, size, *limit, "the memory limit of this process's cgroup");
   }
 }
 

@@ -447,6 +447,72 @@ TEST(PoolLifecycle, PoolLargerThanItsTmpfsIsRefusedBeforeReserving) {
   EXPECT_EQ(rc, 0);
 }
 
+// A child memory cgroup with a limit, made by the test (root, a writable
+// cgroup tree); ok() is false where the machine does not allow one.
+class memory_cgroup {
+ public:
+  explicit memory_cgroup(std::uint64_t limit) {
+    std::ifstream in("/proc/self/cgroup");
+    std::string line;
+    while (std::getline(in, line)) {
+      const auto first = line.find(':'), second = line.find(':', first + 1);
+      if (first == std::string::npos || second == std::string::npos) continue;
+      const std::string controllers = "," + line.substr(first + 1, second - first - 1) + ",";
+      const std::string path = line.substr(second + 1);
+      const std::string name = "/shmpool-lifecycle-" + std::to_string(::getpid());
+      if (controllers.find(",memory,") != std::string::npos) {
+        if (try_make("/sys/fs/cgroup/memory" + path + name, "memory.limit_in_bytes", limit)) return;
+      } else if (controllers == ",,") {
+        if (try_make("/sys/fs/cgroup" + path + name, "memory.max", limit)) return;
+      }
+    }
+  }
+  ~memory_cgroup() {
+    if (!dir_.empty()) ::rmdir(dir_.c_str());
+  }
+  bool ok() const { return !dir_.empty(); }
+  bool join() const {
+    std::ofstream procs(dir_ + "/cgroup.procs");
+    procs << ::getpid() << std::flush;
+    return static_cast<bool>(procs);
+  }
+
+ private:
+  bool try_make(const std::string& dir, const char* limit_file, std::uint64_t limit) {
+    if (::mkdir(dir.c_str(), 0755) != 0) return false;
+    std::ofstream out(dir + "/" + limit_file);
+    out << limit << std::flush;
+    if (!out) {
+      ::rmdir(dir.c_str());
+      return false;
+    }
+    dir_ = dir;
+    return true;
+  }
+  std::string dir_;
+};
+
+// In a container the cgroup's limit, not the host's memory, is what a
+// memory-backed pool must fit: beyond it the container's OOM killer runs.
+TEST(PoolLifecycle, PoolLargerThanItsCgroupMemoryLimitIsRefused) {
+  const memory_cgroup cg(64 << 20);
+  if (!cg.ok()) GTEST_SKIP() << "needs a writable memory cgroup (root)";
+  const int rc = in_child([&] {
+    if (!cg.join()) return skipped;
+    for (const bool memfd : {false, true}) {
+      const auto e = error_of([&] {
+        if (memfd) shmpool::pool::memfd("cgroup", 1 << 17, 1024);  // 128 MiB
+        else shmpool::pool::anonymous(1 << 17, 1024);
+      });
+      if (errc_of(e) != shmpool::errc::exceeds_backing) return 2;
+      if (std::string(e.what()).find("cgroup") == std::string::npos) return 3;
+    }
+    return shmpool::pool::anonymous(16, 64).alloc() ? 0 : 4;
+  });
+  if (rc == skipped) GTEST_SKIP() << "could not join the cgroup";
+  EXPECT_EQ(rc, 0) << (rc == 100 + SIGKILL ? "OOM-killed: the limit was not checked" : "");
+}
+
 // Beyond RLIMIT_FSIZE, ftruncate raises SIGXFSZ (the process dies): the
 // limit is checked first, for files and memfds alike.
 TEST(PoolLifecycle, PoolLargerThanRlimitFsizeIsRefused) {
