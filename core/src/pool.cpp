@@ -20,6 +20,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <optional>
 #include <string_view>
 #include <utility>
@@ -412,8 +413,7 @@ class listed_fd {
  public:
   // Runs open_fn (returns an fd or -1 with errno) under the gate and lists
   // the fd.  get() < 0 and errno set on failure.
-  template <class Open>
-  explicit listed_fd(Open&& open_fn) {
+  explicit listed_fd(const std::function<int()>& open_fn) {
     pthread_mutex_lock(&init_fd_gate);
     fd_ = open_fn();
     int err = errno;
