@@ -573,6 +573,8 @@ class temp_pool {
 
  private:
   // After link(2), the temporary name (if any) is a second name of the pool.
+  // Should removing it fail, the complete pool keeps that hidden second name:
+  // the pool is published, so the open still succeeds.
   void forget_name() noexcept {
     if (!name_.empty()) platform::sys::unlink(name_.c_str());
     name_.clear();

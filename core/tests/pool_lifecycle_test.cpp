@@ -239,6 +239,81 @@ TEST(PoolLifecycle, FallocateFailingLeavesTheNameAsItWas) {
   }
 }
 
+// Fault build: every system call open makes fails in turn (SQLite's I/O
+// error loop), in both temporary modes.  After each failure the name is as
+// it was (absent, or the placeholder unchanged) or names a complete pool,
+// the error is a shmpool::error, and no temporary is left in the directory.
+int sweep_failing_calls(const fs::path& dir, int err) {
+#if defined(SHMPOOL_FAULTS)
+  namespace sys = shmpool::platform::sys;
+  for (const bool placeholder : {false, true}) {
+    for (std::uint64_t n = 1; n < 500; ++n) {
+      const fs::path path = dir / "pool";
+      fs::remove(path);
+      if (placeholder) std::ofstream touch(path);
+      sys::fault_plan plan;
+      plan.nth = n;
+      plan.error = err;
+      sys::arm_fault(plan);
+      bool opened = false;
+      try {
+        opened = shmpool::pool::open(path, 8, 8).capacity() == 8;
+      } catch (const shmpool::error&) {
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "call %llu: not a shmpool::error: %s\n", static_cast<unsigned long long>(n), e.what());
+        return 2;
+      }
+      const bool fired = sys::faults_injected() > 0;
+      sys::arm_fault(sys::fault_plan{});
+      for (const auto& name : names_in(dir)) {
+        // A second name of the published pool is tolerated: its creator
+        // linked it at the final name and then failed to remove the
+        // temporary name (the pool is complete under both).
+        if (name == "pool" || (fs::exists(path) && fs::equivalent(dir / name, path))) continue;
+        std::fprintf(stderr, "call %llu (%s): a temporary is left: %s\n", static_cast<unsigned long long>(n),
+                     placeholder ? "placeholder" : "fresh", name.c_str());
+        return 3;
+      }
+      for (const auto& name : names_in(dir))
+        if (name != "pool") fs::remove(dir / name);
+      const bool as_it_was = placeholder ? fs::exists(path) && fs::file_size(path) == 0 : !fs::exists(path);
+      if (!as_it_was) {
+        try {
+          shmpool::pool::open(path, 8, 8);  // must be a complete pool
+        } catch (const std::exception& e) {
+          std::fprintf(stderr, "call %llu: the name holds an incomplete pool: %s\n",
+                       static_cast<unsigned long long>(n), e.what());
+          return 4;
+        }
+      } else if (opened) {
+        return 5;  // opened, yet nothing at the name
+      }
+      if (!fired) break;  // open made fewer than n calls: every one has failed once
+    }
+  }
+#else
+  (void)dir;
+  (void)err;
+#endif
+  return 0;
+}
+
+TEST(PoolLifecycle, EveryFailingCallOfOpenLeavesTheNameCompleteOrAsItWas) {
+  if constexpr (!shmpool::platform::sys::faults_compiled_in) GTEST_SKIP() << "needs the fault build (-DSHMPOOL_FAULTS=ON)";
+  for (const int err : {EIO, ENOSPC, EACCES, EINTR}) {
+    temp_dir d;
+    EXPECT_EQ(sweep_failing_calls(d.path(), err), 0) << "unnamed temporaries, errno " << err;
+    temp_dir n;
+    const int rc = in_child([&] {  // without /proc: named temporaries
+      if (::unshare(CLONE_NEWNS) != 0 || ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+          ::mount("tmpfs", "/proc", "tmpfs", 0, "size=1m") != 0)
+        return skipped;
+      return sweep_failing_calls(n.path(), err);
+    });
+    if (rc != skipped) EXPECT_EQ(rc, 0) << "named temporaries, errno " << err;
+  }
+}
+
 // ---- item 16: fork during initialisation -------------------------------------
 
 // A creator K is replacing a placeholder (it holds the placeholder's flock)
