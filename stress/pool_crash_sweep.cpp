@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "crash_sweep_checks.hpp"
+#include "crash_sweep_init.hpp"
 #include "crash_sweep_wakeup.hpp"
 #include "crash_sweep_scenarios.hpp"
 #include "registry_sweep.hpp"
@@ -164,12 +165,21 @@ class sweeper {
 int main(int argc, char** argv) {
   using namespace stress;
   std::string json = std::string(SHMPOOL_STRESS_REPORT_DIR) + "/crash-sweep.json";
-  bool wakeup = false;
+  bool wakeup = false, init_only = false;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--json") == 0 && i + 1 < argc) json = argv[++i];
     else if (std::strcmp(argv[i], "--wakeup") == 0) wakeup = true;
+    else if (std::strcmp(argv[i], "--init") == 0) init_only = true;
   }
   if (wakeup) return run_wakeup_sweep(json);
+  if (init_only) {
+    const init_sweep_figures init = run_init_sweep();
+    std::printf("[sweep] %s: %llu crash points creating or opening a pool, %llu runs, %llu leftovers, %llu failures\n",
+                init.failures == 0 ? "PASS" : "FAIL", static_cast<unsigned long long>(init.points),
+                static_cast<unsigned long long>(init.runs), static_cast<unsigned long long>(init.leftovers),
+                static_cast<unsigned long long>(init.failures));
+    return init.failures == 0 ? 0 : 1;
+  }
   sweeper s(false);
   json_object per_op;
   std::uint64_t points = 0, runs = 0, kills = 0;
@@ -194,7 +204,11 @@ int main(int argc, char** argv) {
   points += reg.attach_points + reg.fork_points;
   kills += reg.attach_points + reg.fork_points;
   runs += reg.runs;
-  const std::uint64_t failures = s.failures() + reg.failures;
+  const init_sweep_figures init = run_init_sweep();
+  points += init.points;
+  kills += 2 * init.points;  // each point alone and with a racing opener
+  runs += init.runs;
+  const std::uint64_t failures = s.failures() + reg.failures + init.failures;
   const bool ok = failures == 0;
   json_object j;
   j.str("runner", "pool_crash_sweep").num("points", points).num("runs", runs).num("kills", kills)
@@ -204,9 +218,15 @@ int main(int argc, char** argv) {
                            .num("fork_points", reg.fork_points)
                            .num("runs", reg.runs)
                            .num("failures", reg.failures)
-                           .text());
+                           .text())
+      .raw("initialisation", json_object()
+                                 .num("points", init.points)
+                                 .num("runs", init.runs)
+                                 .num("leftovers", init.leftovers)
+                                 .num("failures", init.failures)
+                                 .text());
   write_text_file(json, j.text());
-  std::printf("[sweep] %s: %llu crash points over %zu pool operations and the registry, %llu runs, %llu failures\n",
+  std::printf("[sweep] %s: %llu crash points over %zu pool operations, pool initialisation and the registry, %llu runs, %llu failures\n",
               ok ? "PASS" : "FAIL", static_cast<unsigned long long>(points), std::size(sweep_ops),
               static_cast<unsigned long long>(runs), static_cast<unsigned long long>(failures));
   return ok ? 0 : 1;

@@ -2,6 +2,7 @@
 #include "shmpool/detail/format.hpp"
 
 #include <cstring>
+#include <string>
 
 #include "shmpool/error.hpp"
 
@@ -75,7 +76,7 @@ std::optional<pool_layout> compute_layout(variant_code v, std::uint64_t capacity
                                           std::uint64_t max_len) noexcept {
   if (!variant_known(static_cast<std::uint32_t>(v))) return std::nullopt;
   if (capacity == 0 || capacity > max_capacity) return std::nullopt;
-  if (v == variant_code::str && (max_len == 0 || max_len > max_elem_size - 8)) return std::nullopt;
+  if (v == variant_code::str && (max_len == 0 || max_len > max_str_len)) return std::nullopt;
   if (v != variant_code::str && max_len != 0) return std::nullopt;
   if (const std::uint64_t fixed = fixed_elem_size(v, max_len); fixed != 0 && elem_size != fixed) return std::nullopt;
   if (elem_size == 0 || elem_size > max_elem_size) return std::nullopt;
@@ -89,6 +90,39 @@ std::optional<pool_layout> compute_layout(variant_code v, std::uint64_t capacity
   return l;
 }
 
+std::string layout_problem(variant_code v, std::uint64_t capacity, std::uint64_t elem_size, std::uint64_t max_len) {
+  const auto n = [](std::uint64_t x) { return std::to_string(x); };
+  if (!variant_known(static_cast<std::uint32_t>(v))) return "unknown variant " + n(static_cast<std::uint32_t>(v));
+  if (capacity == 0 || capacity > max_capacity)
+    return "capacity " + n(capacity) + " is out of range (1.." + n(max_capacity) + ")";
+  if (v == variant_code::str && (max_len == 0 || max_len > max_str_len))
+    return "max_len " + n(max_len) + " is out of range (1.." + n(max_str_len) + ")";
+  if (v != variant_code::str && max_len != 0) return "max_len " + n(max_len) + " given for a pool that is not str";
+  if (const std::uint64_t fixed = fixed_elem_size(v, max_len); fixed != 0 && elem_size != fixed)
+    return "elem_size " + n(elem_size) + " does not match the variant (" + n(fixed) + ")";
+  if (elem_size == 0 || elem_size > max_elem_size)
+    return "elem_size " + n(elem_size) + " is out of range (1.." + n(max_elem_size) + ")";
+  if (!compute_layout(v, capacity, elem_size, max_len)) {
+    // Every factor is in range, so the total is what exceeds its limit.
+    // In range, each term fits: capacity <= 2^32, elem_size <= 2^30.
+    const std::uint64_t meta = first_bitmap_offset + bitmap_words(capacity) * sizeof(bitmap_word<shm_platform>);
+    const std::uint64_t data = round_up(meta + capacity * sizeof(slot_meta<shm_platform>), 64);
+    const std::uint64_t total = round_up(data + capacity * elem_size, page_bytes);
+    return "total size " + n(total) + " bytes (capacity " + n(capacity) + " x elem_size " + n(elem_size) +
+           " plus bookkeeping) exceeds the limit of " + n(max_total_size) + " bytes";
+  }
+  return {};
+}
+
+bool interrupted_initialisation(const pool_header& h) noexcept {
+  if (h.magic != pool_init_magic) return false;
+  unsigned char bytes[sizeof(pool_header)];
+  std::memcpy(bytes, &h, sizeof bytes);
+  for (std::size_t i = sizeof h.magic; i < sizeof bytes; ++i)
+    if (bytes[i] != 0) return false;
+  return true;
+}
+
 std::uint64_t header_checksum(const pool_header& h) noexcept {
   unsigned char bytes[sizeof(pool_header)];
   std::memcpy(bytes, &h, sizeof bytes);
@@ -99,7 +133,12 @@ std::uint64_t header_checksum(const pool_header& h) noexcept {
 
 // Each check names the field it protects; a mutant build skips exactly one.
 header_verdict validate_header(const pool_header& h, std::uint64_t file_size) noexcept {
-  if (h.magic == pool_init_magic) return reject(errc::truncated, "initialisation was never completed");
+  if (interrupted_initialisation(h))
+    return reject(errc::truncated, "initialisation was never completed (init marker, empty header)");
+  if (h.magic == pool_init_magic)
+    return reject(errc::corrupt_header,
+                  "the magic is the init marker but the header is written: a corrupted magic, not an "
+                  "interrupted initialisation; refusing to re-initialise");
   if (h.magic != pool_magic) return reject(errc::bad_magic, "bad magic");
   if (h.format != format_word()) return reject(errc::unsupported_format, "unsupported format version or layout");
   if (!variant_known(h.variant)) return reject(errc::corrupt_header, "unknown variant");

@@ -3,20 +3,30 @@
 #include "shmpool/pool.hpp"
 
 #include <fcntl.h>
+#include <linux/magic.h>
+#include <pthread.h>
 #include <sys/eventfd.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/sysinfo.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
-#include <sstream>
+#include <functional>
+#include <optional>
+#include <string_view>
 #include <utility>
 
 #include "shmpool/detail/format.hpp"
+#include "shmpool/platform/sys.hpp"
 
 namespace shmpool {
 namespace detail {
@@ -39,7 +49,7 @@ class fd_holder {
   fd_holder(const fd_holder&) = delete;
   fd_holder& operator=(const fd_holder&) = delete;
   ~fd_holder() {
-    if (fd_ >= 0) ::close(fd_);
+    if (fd_ >= 0) platform::sys::close(fd_);
   }
   int get() const noexcept { return fd_; }
   int release() noexcept { return std::exchange(fd_, -1); }
@@ -48,37 +58,195 @@ class fd_holder {
   int fd_;
 };
 
+// ---- parameters and their messages -------------------------------------------
+
+// A name as an error message shows it: printable ASCII as is, every other
+// byte (a NUL among them) as \xNN, so what() is never cut short.
+std::string printable(std::string_view s) {
+  std::string out;
+  for (const char c : s) {
+    const auto b = static_cast<unsigned char>(c);
+    if (b >= 0x20 && b < 0x7F) {
+      out += c;
+    } else {
+      static constexpr char hex[] = "0123456789abcdef";
+      out += "\\x";
+      out += hex[b >> 4];
+      out += hex[b & 15];
+    }
+  }
+  return out;
+}
+
 pool_layout layout_or_throw(pool_variant v, std::uint64_t capacity, std::uint64_t elem_size, std::uint64_t max_len,
                             const std::string& where) {
   const auto code = static_cast<variant_code>(v);
   if (auto l = compute_layout(code, capacity, elem_size, max_len)) return *l;
-  std::ostringstream why;
-  why << "invalid parameters for a " << variant_name(code) << " pool (capacity " << capacity << ", elem_size "
-      << elem_size;
-  if (v == pool_variant::str) why << ", max_len " << max_len;
-  why << "; capacity must be 1.." << max_capacity << ", elem_size 1.." << max_elem_size << ")";
-  fail(errc::bad_argument, where, why.str());
+  fail(errc::bad_argument, where,
+       std::string("invalid parameters for a ") + variant_name(code) + " pool: " +
+           layout_problem(code, capacity, elem_size, max_len));
 }
 
+// "capacity 10 and max_len 32" (str) or "capacity 10 and elem_size 8".
+std::string parameters_of(const pool_layout& l) {
+  return "capacity " + std::to_string(l.capacity) +
+         (l.variant == variant_code::str ? " and max_len " + std::to_string(l.max_len)
+                                         : " and elem_size " + std::to_string(l.elem_size));
+}
+
+void check_parameters_match(const pool_layout& found, const pool_layout& wanted, const std::string& where) {
+  if (found.capacity == wanted.capacity && found.elem_size == wanted.elem_size && found.max_len == wanted.max_len)
+    return;
+  const char* differs = found.capacity != wanted.capacity ? "capacity"
+                        : found.max_len != wanted.max_len ? "max_len"
+                                                          : "elem_size";
+  fail(errc::parameter_mismatch, where,
+       std::string(differs) + " differs: the existing pool has " + parameters_of(found) + ", asked for " +
+           parameters_of(wanted));
+}
+
+// ---- what the backing can hold (checked before reserving) ---------------------
+
+[[noreturn]] void exceeds(const std::string& where, std::uint64_t size, std::uint64_t limit, const char* what) {
+  fail(errc::exceeds_backing, where,
+       "the pool needs " + std::to_string(size) + " bytes, more than the " + std::to_string(limit) + " bytes of " +
+           what + "; nothing was reserved");
+}
+
+// The text of a small file (/proc, /sys), or nullopt if unreadable.
+std::optional<std::string> read_small_file(const char* path) {
+  const int fd = platform::sys::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return std::nullopt;
+  std::string text;
+  char buf[4096];
+  for (;;) {
+    const ssize_t n = platform::sys::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0 || text.size() > 65536) break;
+    text.append(buf, static_cast<std::size_t>(n));
+  }
+  platform::sys::close(fd);
+  return text;
+}
+
+// MemAvailable + SwapFree from /proc/meminfo, in bytes; nullopt if unreadable.
+std::optional<std::uint64_t> meminfo_available() {
+  const auto text = read_small_file("/proc/meminfo");
+  if (!text) return std::nullopt;
+  const auto kib_of = [&](const char* key) -> std::optional<std::uint64_t> {
+    const auto at = text->find(key);
+    if (at == std::string::npos) return std::nullopt;
+    return std::strtoull(text->c_str() + at + std::strlen(key), nullptr, 10);
+  };
+  const auto available = kib_of("MemAvailable:");
+  const auto swap = kib_of("SwapFree:");
+  if (!available || !swap) return std::nullopt;
+  return (*available + *swap) * 1024;
+}
+
+// A cgroup limit file: a number of bytes, or nullopt for "max", unlimited
+// (cgroup v1 shows a number near 2^63) or unreadable.
+std::optional<std::uint64_t> cgroup_limit(const std::string& path) {
+  const auto text = read_small_file(path.c_str());
+  if (!text || text->empty() || (*text)[0] < '0' || (*text)[0] > '9') return std::nullopt;
+  const std::uint64_t v = std::strtoull(text->c_str(), nullptr, 10);
+  return v >= (std::uint64_t{1} << 62) ? std::nullopt : std::optional<std::uint64_t>(v);
+}
+
+// The memory limit of this process's memory cgroup, swap included (v2:
+// memory.max + memory.swap.max; v1: the larger of memory.limit_in_bytes and
+// memory.memsw.limit_in_bytes), or nullopt when unlimited or unreadable.
+// The limit only, not the usage: usage counts reclaimable page cache, and
+// comparing with it would refuse pools that fit.  Limits of ancestor
+// cgroups are not read.
+std::optional<std::uint64_t> cgroup_memory_limit() {
+  const auto lines = read_small_file("/proc/self/cgroup");
+  if (!lines) return std::nullopt;
+  std::optional<std::uint64_t> lowest;
+  const auto consider = [&](std::optional<std::uint64_t> limit) {
+    if (limit && (!lowest || *limit < *lowest)) lowest = limit;
+  };
+  std::size_t from = 0;
+  while (from < lines->size()) {
+    const std::size_t eol = std::min(lines->find('\n', from), lines->size());
+    const std::string line = lines->substr(from, eol - from);  // "id:controllers:path"
+    from = eol + 1;
+    const auto first = line.find(':'), second = line.find(':', first + 1);
+    if (first == std::string::npos || second == std::string::npos) continue;
+    const std::string controllers = "," + line.substr(first + 1, second - first - 1) + ",";
+    const std::string path = line.substr(second + 1);
+    if (controllers == ",,") {  // v2
+      const std::string dir = "/sys/fs/cgroup" + path;
+      if (const auto memory = cgroup_limit(dir + "/memory.max"))
+        consider(*memory + cgroup_limit(dir + "/memory.swap.max").value_or(0));
+    } else if (controllers.find(",memory,") != std::string::npos) {  // v1
+      const std::string dir = "/sys/fs/cgroup/memory" + path;
+      if (const auto memory = cgroup_limit(dir + "/memory.limit_in_bytes"))
+        consider(std::max(*memory, cgroup_limit(dir + "/memory.memsw.limit_in_bytes").value_or(0)));
+    }
+  }
+  return lowest;
+}
+
+// The memory a new shared-memory pool may take without summoning the OOM
+// killer: MemAvailable + SwapFree, or sysinfo's free RAM, buffers and swap
+// where /proc is unreadable.
+std::uint64_t memory_available(const std::string& where) {
+  if (auto m = meminfo_available()) return *m;
+  struct sysinfo info {};
+  if (platform::sys::sysinfo(&info) != 0) fail_errno(errno, where, "reading the available memory (sysinfo)");
+  return (static_cast<std::uint64_t>(info.freeram) + info.bufferram + info.freeswap) * info.mem_unit;
+}
+
+// Fails with errc::exceeds_backing, naming the size and the limit, when the
+// backing of `fd` cannot hold `size` bytes: RLIMIT_FSIZE always (beyond it,
+// ftruncate raises SIGXFSZ), the free space of a file's filesystem, and for
+// memory (memfd, anonymous, and files on tmpfs) available memory and swap
+// and the memory cgroup's limit.
+// A full reservation is the OOM killer's business, not ours: refused here.
+void check_backing(int fd, std::uint64_t size, bool in_memory, const std::string& where) {
+  struct rlimit fsize {};
+  if (platform::sys::getrlimit(RLIMIT_FSIZE, &fsize) != 0) fail_errno(errno, where, "getrlimit(RLIMIT_FSIZE)");
+  if (fsize.rlim_cur != RLIM_INFINITY && size > fsize.rlim_cur)
+    exceeds(where, size, fsize.rlim_cur, "RLIMIT_FSIZE (the largest file this process may write)");
+  if (!in_memory) {
+    struct statfs fs {};
+    if (platform::sys::fstatfs(fd, &fs) != 0) fail_errno(errno, where, "fstatfs");
+    in_memory = fs.f_type == TMPFS_MAGIC;
+    struct statvfs vfs {};
+    if (platform::sys::fstatvfs(fd, &vfs) != 0) fail_errno(errno, where, "fstatvfs");
+    const std::uint64_t blocks = vfs.f_bavail;
+    const std::uint64_t free_bytes =
+        blocks > ~std::uint64_t{0} / vfs.f_frsize ? ~std::uint64_t{0} : blocks * vfs.f_frsize;
+    if (size > free_bytes) exceeds(where, size, free_bytes, "free space on its filesystem");
+  }
+  if (in_memory) {
+    const std::uint64_t available = memory_available(where);
+    if (size > available) exceeds(where, size, available, "available memory and swap (MemAvailable + SwapFree)");
+    if (const auto limit = cgroup_memory_limit(); limit && size > *limit)
+      exceeds(where, size, *limit, "the memory limit of this process's cgroup");
+  }
+}
+
+// ---- mapping and reserving ------------------------------------------------------
+
 void* map_or_throw(int fd, std::uint64_t size, const std::string& where) {
-  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  void* p = platform::sys::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (p == MAP_FAILED) fail_errno(errno, where, "mmap");
   return p;
 }
 
 // Reserves the space now, so that a full /dev/shm or disk fails here and not
-// as a SIGBUS at first touch.
+// as a SIGBUS at first touch.  check_backing() has already refused what
+// cannot fit; this catches what changed since.
 void reserve_or_throw(int fd, std::uint64_t size, const std::string& where) {
-  if (::ftruncate(fd, static_cast<off_t>(size)) != 0) fail_errno(errno, where, "ftruncate");
-  int rc;
-  do {
-    rc = ::posix_fallocate(fd, 0, static_cast<off_t>(size));
-  } while (rc == EINTR);
-  if (rc != 0) fail_errno(rc, where, "reserving " + std::to_string(size) + " bytes");
+  if (platform::sys::ftruncate(fd, static_cast<off_t>(size)) != 0) fail_errno(errno, where, "ftruncate");
+  if (const int rc = platform::sys::fallocate(fd, 0, static_cast<off_t>(size)); rc != 0)
+    fail_errno(rc, where, "reserving " + std::to_string(size) + " bytes");
 }
 
-// Writes a fresh header into a zero-filled mapping; the magic goes last.
-void initialise(void* base, const pool_layout& l) {
+// Writes a fresh header into a zero-filled mapping, under the init marker.
+void write_header(void* base, const pool_layout& l) {
   pool_header h{};
   h.magic = pool_init_magic;
   h.format = format_word();
@@ -92,14 +260,23 @@ void initialise(void* base, const pool_layout& l) {
   h.total_size = l.total_size;
   h.checksum = header_checksum(h);
   std::memcpy(base, &h, sizeof h);
-  // Readers who see the magic see the rest (they also hold the init flock).
+}
+
+// The magic last: whoever sees it sees the whole header.
+void write_magic(void* base) {
   reinterpret_cast<std::atomic<std::uint64_t>*>(base)->store(pool_magic, std::memory_order_release);
+}
+
+void initialise(void* base, const pool_layout& l) {
+  write_header(base, l);
+  write_magic(base);
 }
 
 pool_header read_header(int fd, std::uint64_t file_size, const std::string& where) {
   pool_header h{};
   if (file_size < sizeof h) fail(errc::truncated, where, "truncated: " + std::to_string(file_size) + " bytes, smaller than a pool header");
-  if (::pread(fd, &h, sizeof h, 0) != static_cast<ssize_t>(sizeof h)) fail_errno(errno ? errno : EIO, where, "reading the header");
+  if (platform::sys::pread(fd, &h, sizeof h, 0) != static_cast<ssize_t>(sizeof h))
+    fail_errno(errno ? errno : EIO, where, "reading the header");
   return h;
 }
 
@@ -187,78 +364,374 @@ class pool_core {
 };
 
 // ---- factories ---------------------------------------------------------------
+//
+// A named pool (PROTOCOL.md "Creation and opening").  The invariant:
+//   N1  the final name only ever names a complete pool, or a placeholder
+//       (an empty file, or an earlier version's interrupted initialisation)
+//       that no process can have attached.
+// A pool is built in a temporary file of the same directory (O_TMPFILE, or a
+// uniquely named file where the filesystem refuses O_TMPFILE) and appears at
+// the final name complete, by link(2) (which fails if the name exists) or,
+// over a placeholder whose lock the creator holds, by rename(2).  A creator
+// that fails or dies leaves nothing at the final name and never removes a
+// path another opener may hold; an opener never writes a file it found at
+// the final name, so a corrupted header is refused, never re-initialised.
+
+namespace {
+
+using platform::crash_site;
+inline void crash_point(crash_site site) noexcept { platform::linux_platform::crash_point(site); }
+
+// ---- the init fds and fork --------------------------------------------------------
+// flock belongs to the open file description, which a fork child shares with
+// its parent: a child that kept its copy of a placeholder's fd would hold the
+// lock after the creator died, and every later opener would wait for that
+// child.  So every fd open_core opens is listed here while it is open, and
+// the fork child handler closes the child's copies (the parent's stay: the
+// lock lives while any fd on the description does).  The gate covers "open,
+// then list" and "unlist, then close", so a fork never falls in between; the
+// prepare handler takes it, so the child's table is consistent.
+pthread_mutex_t init_fd_gate = PTHREAD_MUTEX_INITIALIZER;
+constexpr std::size_t max_listed_fds = 256;  // concurrent opens in one process
+int listed_fds[max_listed_fds];              // fd + 1; 0 = empty
+
+void fork_prepare() noexcept { pthread_mutex_lock(&init_fd_gate); }
+void fork_parent() noexcept { pthread_mutex_unlock(&init_fd_gate); }
+void fork_child() noexcept {
+  for (int& slot : listed_fds)
+    if (slot != 0) {
+      platform::sys::close(slot - 1);
+      slot = 0;
+    }
+  pthread_mutex_unlock(&init_fd_gate);
+}
+// A library constructor: registered before any user code can fork.
+[[maybe_unused]] const int fork_handlers_registered = pthread_atfork(fork_prepare, fork_parent, fork_child);
+
+// An fd open_core opened, listed for the fork child handler while it is open.
+class listed_fd {
+ public:
+  // Runs open_fn (returns an fd or -1 with errno) under the gate and lists
+  // the fd.  get() < 0 and errno set on failure.
+  explicit listed_fd(const std::function<int()>& open_fn) {
+    pthread_mutex_lock(&init_fd_gate);
+    fd_ = open_fn();
+    int err = errno;
+    if (fd_ >= 0) {
+      int* free_slot = nullptr;
+      for (int& slot : listed_fds)
+        if (slot == 0) {
+          free_slot = &slot;
+          break;
+        }
+      if (free_slot != nullptr) {
+        *free_slot = fd_ + 1;
+      } else {
+        platform::sys::close(fd_);
+        fd_ = -1;
+        err = EMFILE;  // more than max_listed_fds opens in progress
+      }
+    }
+    pthread_mutex_unlock(&init_fd_gate);
+    errno = err;
+  }
+  listed_fd(const listed_fd&) = delete;
+  listed_fd& operator=(const listed_fd&) = delete;
+  ~listed_fd() {
+    if (fd_ < 0) return;
+    pthread_mutex_lock(&init_fd_gate);
+    for (int& slot : listed_fds)
+      if (slot == fd_ + 1) slot = 0;
+    platform::sys::close(fd_);
+    pthread_mutex_unlock(&init_fd_gate);
+  }
+  int get() const noexcept { return fd_; }
+
+ private:
+  int fd_ = -1;
+};
+
+constexpr int max_open_attempts = 100;  // each retry means another opener changed the path
+
+std::filesystem::path directory_of(const std::filesystem::path& p) {
+  return p.has_parent_path() ? p.parent_path() : std::filesystem::path(".");
+}
+
+// A hidden name beside the final one, unique in this process and (with the
+// pid) among live processes; one left by a dead process with our pid is
+// skipped by O_EXCL.
+std::string temporary_name(const std::filesystem::path& final, unsigned attempt) {
+  static std::atomic<std::uint64_t> counter{0};
+  return (directory_of(final) / ("." + final.filename().string() + ".shmpool-init." + std::to_string(::getpid()) +
+                                 "." + std::to_string(counter.fetch_add(1) + attempt)))
+      .string();
+}
+
+// An O_TMPFILE can be given a name only through /proc/self/fd (or
+// AT_EMPTY_PATH, which needs CAP_DAC_READ_SEARCH).
+bool unnamed_files_publishable() {
+  struct stat st {};
+  return platform::sys::fstatat(AT_FDCWD, "/proc/self/fd", &st, 0) == 0;
+}
+
+// Gives the unnamed temporary `fd` the name `to`; -1 with errno on failure
+// (EEXIST: the name exists).
+int link_unnamed(int fd, const std::string& to) {
+  if (platform::sys::linkat(fd, "", AT_FDCWD, to.c_str(), AT_EMPTY_PATH) == 0) return 0;
+  if (errno != ENOENT && errno != EPERM) return -1;
+  const std::string self = "/proc/self/fd/" + std::to_string(fd);
+  return platform::sys::linkat(AT_FDCWD, self.c_str(), AT_FDCWD, to.c_str(), AT_SYMLINK_FOLLOW);
+}
+
+// A pool being built outside the final name.  Until published, destroying it
+// discards it: an unnamed temporary vanishes with its fd, a named one (ours
+// alone: O_EXCL) is removed.  Nothing else is ever removed.
+class temp_pool {
+ public:
+  temp_pool(const std::filesystem::path& final, const std::string& where)
+      : fd_([&] {
+          if (unnamed_files_publishable()) {
+            const int fd = platform::sys::open(directory_of(final).c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0666);
+            if (fd >= 0 || (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)) return fd;
+          }
+          // The filesystem refuses O_TMPFILE: a uniquely named file, ours alone.
+          for (unsigned attempt = 0; attempt < 100; ++attempt) {
+            name_ = temporary_name(final, attempt);
+            const int fd = platform::sys::open(name_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
+            if (fd >= 0 || errno != EEXIST) {
+              if (fd < 0) name_.clear();
+              return fd;
+            }
+          }
+          name_.clear();
+          errno = EEXIST;
+          return -1;
+        }) {
+    if (fd_.get() < 0) fail_errno(errno, where, "creating a temporary file in " + directory_of(final).string());
+    crash_point(crash_site::init_temp_created);
+  }
+  temp_pool(const temp_pool&) = delete;
+  temp_pool& operator=(const temp_pool&) = delete;
+  ~temp_pool() {
+    if (published_) return;
+    crash_point(crash_site::init_discarding);
+    if (base_ != nullptr) platform::sys::munmap(base_, layout_.total_size);
+    if (!name_.empty()) platform::sys::unlink(name_.c_str());
+  }
+
+  // Reserves, maps and writes the pool, the magic last.  `mode`: the
+  // placeholder's permissions, kept by the pool replacing it.
+  void build(const pool_layout& l, std::optional<mode_t> mode, const std::string& where) {
+    if (mode && platform::sys::fchmod(fd_.get(), *mode) != 0) fail_errno(errno, where, "fchmod");
+    check_backing(fd_.get(), l.total_size, /*in_memory=*/false, where);
+    reserve_or_throw(fd_.get(), l.total_size, where);
+    crash_point(crash_site::init_reserved);
+    base_ = map_or_throw(fd_.get(), l.total_size, where);
+    layout_ = l;
+    write_header(base_, l);
+    crash_point(crash_site::init_header_written);
+    write_magic(base_);
+    crash_point(crash_site::init_complete);
+  }
+
+  // Links the complete pool at `final`, which must not exist.  False if it
+  // does (another opener published first; ours is discarded).
+  bool publish_new(const std::filesystem::path& final, const std::string& where) {
+    const int rc = name_.empty() ? link_unnamed(fd_.get(), final.string())
+                                 : platform::sys::link(name_.c_str(), final.c_str());
+    if (rc != 0) {
+      if (errno == EEXIST) return false;
+      fail_errno(errno, where, "publishing the new pool (link)");
+    }
+    published_ = true;
+    crash_point(crash_site::init_published);
+    forget_name();
+    return true;
+  }
+
+  // Renames the complete pool over the placeholder at `final`, whose lock
+  // the caller holds (so no other opener replaces it meanwhile).
+  void publish_over(const std::filesystem::path& final, const std::string& where) {
+    if (name_.empty()) {
+      for (unsigned attempt = 0; name_.empty(); ++attempt) {
+        std::string name = temporary_name(final, attempt);
+        if (link_unnamed(fd_.get(), name) == 0) name_ = std::move(name);
+        else if (errno != EEXIST || attempt >= 100) fail_errno(errno, where, "naming the new pool (linkat)");
+      }
+      crash_point(crash_site::init_temp_named);
+    }
+    if (platform::sys::rename(name_.c_str(), final.c_str()) != 0)
+      fail_errno(errno, where, "publishing the new pool over the placeholder (rename)");
+    name_.clear();  // rename moved the name: nothing left to remove
+    published_ = true;
+    crash_point(crash_site::init_published);
+  }
+
+  std::unique_ptr<pool_core> into_core(const std::filesystem::path& final) {
+    return std::make_unique<pool_core>(std::exchange(base_, nullptr), layout_, -1, final);  // outlives the fd
+  }
+
+ private:
+  // After link(2), the temporary name (if any) is a second name of the pool.
+  // Should removing it fail, the complete pool keeps that hidden second name:
+  // the pool is published, so the open still succeeds.
+  void forget_name() noexcept {
+    if (!name_.empty()) platform::sys::unlink(name_.c_str());
+    name_.clear();
+  }
+
+  std::string name_;  // before fd_: the fd's constructor sets it
+  listed_fd fd_;
+  void* base_ = nullptr;
+  pool_layout layout_{};
+  bool published_ = false;
+};
+
+// What an opener found at the final name.
+enum class found { pool, placeholder };
+
+// An empty file, or an earlier version's interrupted initialisation (the
+// init marker, then zeros): nobody can have attached it, so it may be
+// replaced.  Anything else is a pool, to validate; never written.
+found classify(int fd, std::uint64_t size, const std::string& where) {
+  if (size == 0) return found::placeholder;
+  if (size < sizeof(std::uint64_t)) return found::pool;  // too short: validation says so
+  pool_header h{};
+  const std::size_t want = size < sizeof h ? static_cast<std::size_t>(size) : sizeof h;
+  if (platform::sys::pread(fd, &h, want, 0) != static_cast<ssize_t>(want))
+    fail_errno(errno ? errno : EIO, where, "reading the header");
+#if defined(SHMPOOL_MUTANT_REINIT_ON_INIT_MARKER)
+  // Mutant: the init marker alone makes a file replaceable (one corrupted word costs a live pool).
+  if (h.magic == pool_init_magic) return found::placeholder;
+#endif
+  return interrupted_initialisation(h) ? found::placeholder : found::pool;
+}
+
+struct stat fstat_or_throw(int fd, const std::string& where) {
+  struct stat st {};
+  if (platform::sys::fstat(fd, &st) != 0) fail_errno(errno, where, "fstat");
+  return st;
+}
+
+// Does `path` still name the file `fd` is open on?
+bool still_named(int fd, const std::filesystem::path& path, const std::string& where) {
+  const struct stat held = fstat_or_throw(fd, where);
+  struct stat named {};
+  if (platform::sys::fstatat(AT_FDCWD, path.c_str(), &named, AT_SYMLINK_NOFOLLOW) != 0) {
+    if (errno == ENOENT) return false;
+    fail_errno(errno, where, "stat");
+  }
+  return named.st_dev == held.st_dev && named.st_ino == held.st_ino;
+}
+
+std::unique_ptr<pool_core> attach_existing(int fd, const std::filesystem::path& path, pool_variant v,
+                                           const pool_layout& wanted, const std::string& where) {
+  const auto size = static_cast<std::uint64_t>(fstat_or_throw(fd, where).st_size);
+  const pool_layout layout = validated_layout(fd, size, v, where);
+  check_parameters_match(layout, wanted, where);
+  return std::make_unique<pool_core>(map_or_throw(fd, layout.total_size, where), layout, -1, path);
+}
+
+// No file at the path: build one and link it there.  Null if another opener
+// published first (the caller opens theirs).
+std::unique_ptr<pool_core> create_at(const std::filesystem::path& path, const pool_layout& wanted,
+                                     const std::string& where) {
+  temp_pool t(path, where);
+#if defined(SHMPOOL_MUTANT_INIT_PUBLISHED_EARLY)
+  // Mutant: the file is named before it is built (in-place initialisation):
+  // a creator killed mid-way leaves an incomplete pool at the final name.
+  if (!t.publish_new(path, where)) return nullptr;
+  t.build(wanted, std::nullopt, where);
+  return t.into_core(path);
+#endif
+  try {
+    t.build(wanted, std::nullopt, where);
+  } catch (const error&) {
+    // Openers racing to create each reserve a whole pool: the winner's may
+    // have taken the space ours needed.  If a file appeared meanwhile, open
+    // it rather than fail.
+    struct stat st {};
+    if (platform::sys::fstatat(AT_FDCWD, path.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) return nullptr;
+    throw;
+  }
+  if (!t.publish_new(path, where)) return nullptr;
+  return t.into_core(path);
+}
+
+// A placeholder at the path: under its lock, build a pool and rename it over
+// the placeholder.  Null if the path changed meanwhile (the caller looks
+// again): an opener that waited here finds the creator's pool, or, if the
+// creator failed or died, the same placeholder to replace itself.
+std::unique_ptr<pool_core> replace_placeholder(const listed_fd& fd, const std::filesystem::path& path,
+                                               const pool_layout& wanted, const std::string& where) {
+  while (platform::sys::flock(fd.get(), LOCK_EX) != 0)
+    if (errno != EINTR) fail_errno(errno, where, "flock");
+  if (!still_named(fd.get(), path, where)) return nullptr;
+  const struct stat st = fstat_or_throw(fd.get(), where);
+  if (classify(fd.get(), static_cast<std::uint64_t>(st.st_size), where) != found::placeholder) return nullptr;
+  crash_point(crash_site::init_placeholder_locked);
+  temp_pool t(path, where);
+#if defined(SHMPOOL_MUTANT_UNLINK_AFTER_FAILED_CREATE)
+  // Mutant: a failed creator removes the path, which other openers may hold.
+  try {
+    t.build(wanted, st.st_mode & 07777, where);
+  } catch (...) {
+    platform::sys::unlink(path.c_str());
+    throw;
+  }
+#else
+  t.build(wanted, st.st_mode & 07777, where);
+#endif
+  t.publish_over(path, where);
+  return t.into_core(path);  // the lock goes with the placeholder's fd
+}
+
+void clear_nonblocking(int fd, const std::string& where) {
+  const int flags = platform::sys::fcntl(fd, F_GETFL);
+  if (flags < 0 || platform::sys::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0) fail_errno(errno, where, "fcntl");
+}
+
+}  // namespace
 
 std::unique_ptr<pool_core> pool_base::open_core(const std::filesystem::path& path, pool_variant v,
                                                 std::uint64_t capacity, std::uint64_t elem_size,
                                                 std::uint64_t max_len) {
   const std::string where = path.string();
   const pool_layout wanted = layout_or_throw(v, capacity, elem_size, max_len, where);
-
-  // O_NOFOLLOW: a planted symlink is refused.  Mode 0666 is narrowed by umask.
-  bool created = true;
-  int raw = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
-  if (raw < 0 && errno == EEXIST) {
-    created = false;
-    raw = ::open(path.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC);
-  }
-  if (raw < 0) {
-    const int err = errno;
-    fail_errno(err, where, err == ELOOP ? "open (refusing to follow a symbolic link)" : "open");
-  }
-  fd_holder fd(raw);
-  struct stat st {};
-  if (::fstat(fd.get(), &st) != 0) fail_errno(errno, where, "fstat");
-  if (!S_ISREG(st.st_mode)) fail(errc::bad_argument, where, "not a regular file");
-
-  // The init lock: whoever holds it initialises an empty file or one whose
-  // creator died mid-way (its lock died with it), so exactly one does.
-  while (::flock(fd.get(), LOCK_EX) != 0)
-    if (errno != EINTR) fail_errno(errno, where, "flock");
-  if (::fstat(fd.get(), &st) != 0) fail_errno(errno, where, "fstat");
-  auto file_size = static_cast<std::uint64_t>(st.st_size);
-
-  std::uint64_t first_word = 0;
-  if (file_size >= sizeof first_word && ::pread(fd.get(), &first_word, sizeof first_word, 0) != sizeof first_word)
-    fail_errno(errno ? errno : EIO, where, "reading the header");
-  const bool needs_init = file_size == 0 || first_word == pool_init_magic;
-
-  void* base = nullptr;
-  pool_layout layout = wanted;
-  if (needs_init) {
-    try {
-      // Mark the file as ours-in-progress before giving it its size.
-      if (::ftruncate(fd.get(), 0) != 0) fail_errno(errno, where, "ftruncate");
-      if (::pwrite(fd.get(), &pool_init_magic, sizeof pool_init_magic, 0) != sizeof pool_init_magic)
-        fail_errno(errno ? errno : EIO, where, "writing the header");
-      reserve_or_throw(fd.get(), wanted.total_size, where);
-      base = map_or_throw(fd.get(), wanted.total_size, where);
-      std::memset(base, 0, sizeof(pool_header));
-      initialise(base, wanted);
-    } catch (...) {
-      if (base != nullptr) ::munmap(base, wanted.total_size);
-      if (created) ::unlink(path.c_str());
-      else if (::ftruncate(fd.get(), 0) != 0) { /* best effort: leave it for the next opener */ }
-      throw;
+  for (int attempt = 0; attempt < max_open_attempts; ++attempt) {
+    // O_NOFOLLOW: a planted symlink is refused.  O_NONBLOCK: a FIFO or device
+    // planted at the path never blocks the open (refused below).
+    const listed_fd fd([&] {
+      return platform::sys::open(path.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+    });
+    if (fd.get() < 0) {
+      const int err = errno;
+      if (err != ENOENT) fail_errno(err, where, err == ELOOP ? "open (refusing to follow a symbolic link)" : "open");
+      if (auto core = create_at(path, wanted, where)) return core;
+      continue;  // another opener published first: open theirs
     }
-  } else {
-    layout = validated_layout(fd.get(), file_size, v, where);
-    if (layout.capacity != capacity || layout.elem_size != elem_size || layout.max_len != max_len) {
-      std::ostringstream why;
-      why << "existing pool has capacity " << layout.capacity << " and elem_size " << layout.elem_size
-          << ", asked for " << capacity << " and " << elem_size;
-      fail(errc::parameter_mismatch, where, why.str());
-    }
-    base = map_or_throw(fd.get(), layout.total_size, where);
+    const struct stat st = fstat_or_throw(fd.get(), where);
+    if (!S_ISREG(st.st_mode)) fail(errc::bad_argument, where, "not a regular file");
+    clear_nonblocking(fd.get(), where);
+    if (classify(fd.get(), static_cast<std::uint64_t>(st.st_size), where) == found::pool)
+      return attach_existing(fd.get(), path, v, wanted, where);
+    if (auto core = replace_placeholder(fd, path, wanted, where)) return core;
   }
-  ::flock(fd.get(), LOCK_UN);
-  return std::make_unique<pool_core>(base, layout, -1, path);
+  fail_errno(EAGAIN, where,
+             "the file at the path kept changing during " + std::to_string(max_open_attempts) +
+                 " attempts to open or create the pool");
 }
 
 namespace {
+constexpr std::size_t max_memfd_name = 249;  // NAME_MAX less the kernel's "memfd:" prefix
+
 int memfd_or_throw(const std::string& name, unsigned flags, const std::string& where) {
-  if (name.size() > 249) fail(errc::bad_argument, where, "memfd name longer than 249 bytes");
-  if (name.find('\0') != std::string::npos) fail(errc::bad_argument, where, "memfd name contains a NUL byte");
-  const int fd = ::memfd_create(name.c_str(), flags);
+  if (name.size() > max_memfd_name)
+    fail(errc::bad_argument, where,
+         "memfd name is " + std::to_string(name.size()) + " bytes; the limit is " + std::to_string(max_memfd_name));
+  if (const auto nul = name.find('\0'); nul != std::string::npos)
+    fail(errc::bad_argument, where, "memfd name contains a NUL byte at offset " + std::to_string(nul));
+  const int fd = platform::sys::memfd_create(name.c_str(), flags);
   if (fd < 0) fail_errno(errno, where, "memfd_create");
   return fd;
 }
@@ -266,16 +739,17 @@ int memfd_or_throw(const std::string& name, unsigned flags, const std::string& w
 
 std::unique_ptr<pool_core> pool_base::memfd_core(std::string_view name, pool_variant v, std::uint64_t capacity,
                                                  std::uint64_t elem_size, std::uint64_t max_len) {
-  const std::string where = "memfd '" + std::string(name) + "'";
+  const std::string where = "memfd '" + printable(name) + "'";
   const pool_layout l = layout_or_throw(v, capacity, elem_size, max_len, where);
   fd_holder fd(memfd_or_throw(std::string(name), MFD_CLOEXEC | MFD_ALLOW_SEALING, where));
+  check_backing(fd.get(), l.total_size, /*in_memory=*/true, where);
   reserve_or_throw(fd.get(), l.total_size, where);
   void* base = map_or_throw(fd.get(), l.total_size, where);
   initialise(base, l);
   // Sealed against shrink and grow: no holder of the fd can SIGBUS another.
-  if (::fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
+  if (platform::sys::fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
     const int err = errno;
-    ::munmap(base, l.total_size);
+    platform::sys::munmap(base, l.total_size);
     fail_errno(err, where, "sealing");
   }
   return std::make_unique<pool_core>(base, l, fd.release(), std::nullopt);
@@ -288,6 +762,7 @@ std::unique_ptr<pool_core> pool_base::anonymous_core(pool_variant v, std::uint64
   const std::string where = "anonymous pool";
   const pool_layout l = layout_or_throw(v, capacity, elem_size, max_len, where);
   fd_holder fd(memfd_or_throw("shmpool-anonymous", MFD_CLOEXEC, where));
+  check_backing(fd.get(), l.total_size, /*in_memory=*/true, where);
   reserve_or_throw(fd.get(), l.total_size, where);
   void* base = map_or_throw(fd.get(), l.total_size, where);
   initialise(base, l);
@@ -296,11 +771,10 @@ std::unique_ptr<pool_core> pool_base::anonymous_core(pool_variant v, std::uint64
 
 std::unique_ptr<pool_core> pool_base::fd_core(int fd_in, pool_variant v) {
   const std::string where = "fd " + std::to_string(fd_in);
-  const int dup = ::fcntl(fd_in, F_DUPFD_CLOEXEC, 0);
+  const int dup = platform::sys::fcntl(fd_in, F_DUPFD_CLOEXEC, 0);
   if (dup < 0) fail_errno(errno, where, "dup");
   fd_holder fd(dup);
-  struct stat st {};
-  if (::fstat(fd.get(), &st) != 0) fail_errno(errno, where, "fstat");
+  const struct stat st = fstat_or_throw(fd.get(), where);
   if (!S_ISREG(st.st_mode)) fail(errc::bad_argument, where, "not a regular file or memfd");
   const pool_layout l = validated_layout(fd.get(), static_cast<std::uint64_t>(st.st_size), v, where);
   void* base = map_or_throw(fd.get(), l.total_size, where);

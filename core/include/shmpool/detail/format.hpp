@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <string>
 
 #include "shmpool/detail/slot_protocol.hpp"
 #include "shmpool/platform/linux.hpp"
@@ -22,7 +23,11 @@ using shm_platform = platform::linux_platform;
 
 // "SHMPOOL" + format generation, little-endian.
 inline constexpr std::uint64_t pool_magic = 0x314C4F4F504D4853ULL;       // "SHMPOOL1"
-inline constexpr std::uint64_t pool_init_magic = 0x54494E49504D4853ULL;  // "SHMPINIT": creator at work
+// "SHMPINIT": a creator at work.  Written first into a temporary that no
+// opener sees (PROTOCOL.md "Creation and opening"); at a pool's final name it
+// is only ever left by an earlier version's interrupted creator, and then the
+// rest of the header is zero (interrupted_initialisation below).
+inline constexpr std::uint64_t pool_init_magic = 0x54494E49504D4853ULL;
 inline constexpr std::uint32_t format_version = 1;
 
 inline constexpr std::uint64_t header_bytes = 128;
@@ -75,10 +80,24 @@ struct pool_layout {
 std::optional<pool_layout> compute_layout(variant_code v, std::uint64_t capacity, std::uint64_t elem_size,
                                           std::uint64_t max_len) noexcept;
 
+// Why compute_layout refuses these parameters: the first parameter out of
+// range, its value and its limit (or the total size and its limit); empty
+// when it accepts them.  Checked in compute_layout's order, so a str pool's
+// max_len is named before the elem_size derived from it.
+std::string layout_problem(variant_code v, std::uint64_t capacity, std::uint64_t elem_size, std::uint64_t max_len);
+
 std::uint64_t header_checksum(const pool_header& h) noexcept;
 
+// The largest max_len a str slot may have: its elem_size stays <= max_elem_size.
+inline constexpr std::uint64_t max_str_len = max_elem_size - 8;
+
 // The elem_size a str pool of this max_len uses: a 4-byte length, then bytes.
-constexpr std::uint64_t str_elem_size(std::uint64_t max_len) noexcept { return (4 + max_len + 7) / 8 * 8; }
+// 0 for a max_len out of range, so that a max_len near 2^64 cannot wrap to a
+// small elem_size (compute_layout rejects it by its max_len first).
+constexpr std::uint64_t str_elem_size(std::uint64_t max_len) noexcept {
+  return max_len > max_str_len ? 0 : (4 + max_len + 7) / 8 * 8;
+}
+static_assert(str_elem_size(~std::uint64_t{0} - 3) == 0 && str_elem_size(max_str_len) <= max_elem_size);
 
 // Validates a header copied out of the mapping against the file size.
 // Returns the layout, or the reason it is not acceptable (errc and text).
@@ -88,6 +107,13 @@ struct header_verdict {
   const char* what = "";
 };
 header_verdict validate_header(const pool_header& h, std::uint64_t file_size) noexcept;
+
+// True when the header is the init marker followed by zeros: the state an
+// earlier version's creator left when it died before writing the header.
+// Nothing was ever allocated in such a file.  One corrupted word of a live
+// pool's header (its magic overwritten with the marker) leaves the other
+// fields non-zero, so it is never taken for this.
+bool interrupted_initialisation(const pool_header& h) noexcept;
 
 const char* variant_name(variant_code v) noexcept;
 

@@ -52,6 +52,15 @@ enum class crash_site : std::uint16_t {
   registry_anchor_written = 67,      // anchor: memfd holds the record, not yet mapped
   registry_anchor_mapped = 68,       // anchor: page mapped at its candidate, memfd not yet closed
   registry_revived = 69,             // registry: a pending block adopted again, count 1, under L
+  // Pool initialisation and open (pool.cpp's factories; PROTOCOL.md "Creation and opening").
+  init_temp_created = 70,        // creator: temporary file (unnamed, or named) exists, empty
+  init_reserved = 71,            // creator: temporary sized and its space reserved
+  init_header_written = 72,      // creator: header written under the init marker, magic not yet final
+  init_complete = 73,            // creator: magic written, the pool is complete but not yet published
+  init_published = 74,           // creator: the final name links the pool; a named temporary not yet removed
+  init_placeholder_locked = 75,  // opener holds an empty placeholder's lock, nothing built yet
+  init_temp_named = 76,          // creator: complete pool linked to a temporary name, not yet renamed over the placeholder
+  init_discarding = 77,          // creator failed or lost the race: about to discard its temporary
 };
 
 }  // namespace shmpool::platform

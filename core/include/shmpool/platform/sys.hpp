@@ -31,8 +31,12 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
+#include <sys/sysinfo.h>
+#include <sys/vfs.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -76,6 +80,12 @@ enum class call : std::uint8_t {
   clock_gettime,     // clock_gettime(2)
   pipe,              // pipe2(2)
   process_vm_readv,  // process_vm_readv(2)
+  // ---- added for pool lifecycle
+  fstatat,           // fstatat(2): does a path still name the file we hold?
+  statvfs,           // fstatvfs(3), fstatfs(2): free space of a backing's filesystem
+  sysinfo,           // sysinfo(2): memory and swap, when /proc/meminfo is unreadable
+  getrlimit,         // getrlimit(2): RLIMIT_FSIZE
+  fchmod,            // fchmod(2): a pool replacing a placeholder keeps its mode
   count_             // number of kinds, not a kind
 };
 
@@ -83,7 +93,9 @@ inline constexpr const char* call_names[] = {
     "open",   "close",  "fstat",        "read", "pread",  "write",   "pwrite",     "ftruncate",
     "fallocate", "mmap", "munmap",      "madvise", "msync", "flock", "fcntl",      "memfd_create",
     "link",   "unlink", "rename",       "kill", "readlink", "opendir", "futex_wait", "futex_wake",
-    "eventfd", "getrandom", "clock_gettime", "pipe", "process_vm_readv"};
+    "eventfd", "getrandom", "clock_gettime", "pipe", "process_vm_readv",
+    // ---- added for pool lifecycle
+    "fstatat", "statvfs", "sysinfo", "getrlimit", "fchmod"};
 static_assert(sizeof call_names / sizeof call_names[0] == static_cast<std::size_t>(call::count_));
 
 constexpr const char* call_name(call c) noexcept { return call_names[static_cast<std::size_t>(c)]; }
@@ -276,6 +288,33 @@ inline long process_vm_readv(pid_t pid, const iovec* local, unsigned long nlocal
 inline long raw_write(int fd, const void* buf, std::size_t n) noexcept {  // write(2) through syscall(2), see above
   SHMPOOL_SYS_FAULT(write, -1);
   return ::syscall(SYS_write, fd, buf, n);
+}
+
+// ---- added for pool lifecycle
+inline int fstatat(int dirfd, const char* path, struct stat* st, int flags) noexcept {
+  SHMPOOL_SYS_FAULT(fstatat, -1);
+  return ::fstatat(dirfd, path, st, flags);
+}
+inline int fstatvfs(int fd, struct statvfs* st) noexcept {
+  SHMPOOL_SYS_FAULT(statvfs, -1);
+  return ::fstatvfs(fd, st);
+}
+inline int fstatfs(int fd, struct statfs* st) noexcept {
+  SHMPOOL_SYS_FAULT(statvfs, -1);
+  return ::fstatfs(fd, st);
+}
+inline int sysinfo(struct sysinfo* info) noexcept {
+  SHMPOOL_SYS_FAULT(sysinfo, -1);
+  return ::sysinfo(info);
+}
+// decltype: glibc's C++ declaration takes an enum, others an int.
+inline int getrlimit(decltype(RLIMIT_FSIZE) resource, struct rlimit* limit) noexcept {
+  SHMPOOL_SYS_FAULT(getrlimit, -1);
+  return ::getrlimit(resource, limit);
+}
+inline int fchmod(int fd, mode_t mode) noexcept {
+  SHMPOOL_SYS_FAULT(fchmod, -1);
+  return ::fchmod(fd, mode);
 }
 
 #undef SHMPOOL_SYS_FAULT
