@@ -81,6 +81,11 @@ const std::vector<int>& errnos_for(call c) {
       {call::clock_gettime, {EINVAL, EPERM}},
       {call::pipe, {EMFILE, ENFILE}},
       {call::process_vm_readv, {EPERM, ENOMEM, EFAULT}},
+      {call::fstatat, {ENOENT, EACCES, ENOMEM}},
+      {call::statvfs, {EIO, ENOSYS, EOVERFLOW}},
+      {call::sysinfo, {EFAULT, EINVAL}},
+      {call::getrlimit, {EFAULT, EINVAL}},
+      {call::fchmod, {EPERM, EROFS, EIO}},
   };
   static const std::vector<int> none;
   const auto it = table.find(c);

@@ -272,10 +272,25 @@ void initialise(void* base, const pool_layout& l) {
   write_magic(base);
 }
 
+// pread(2) of n bytes at off, retried on EINTR and continued after a short
+// read; returns the bytes read (n unless the file ends), or -1 with errno.
+ssize_t pread_whole(int fd, void* buf, std::size_t n, off_t off) noexcept {
+  std::size_t got = 0;
+  while (got < n) {
+    const ssize_t r = platform::sys::pread(fd, static_cast<char*>(buf) + got, n - got, off + static_cast<off_t>(got));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return -1;
+    if (r == 0) break;
+    got += static_cast<std::size_t>(r);
+  }
+  return static_cast<ssize_t>(got);
+}
+
 pool_header read_header(int fd, std::uint64_t file_size, const std::string& where) {
   pool_header h{};
   if (file_size < sizeof h) fail(errc::truncated, where, "truncated: " + std::to_string(file_size) + " bytes, smaller than a pool header");
-  if (platform::sys::pread(fd, &h, sizeof h, 0) != static_cast<ssize_t>(sizeof h))
+  errno = 0;
+  if (pread_whole(fd, &h, sizeof h, 0) != static_cast<ssize_t>(sizeof h))
     fail_errno(errno ? errno : EIO, where, "reading the header");
   return h;
 }
@@ -598,7 +613,8 @@ found classify(int fd, std::uint64_t size, const std::string& where) {
   if (size < sizeof(std::uint64_t)) return found::pool;  // too short: validation says so
   pool_header h{};
   const std::size_t want = size < sizeof h ? static_cast<std::size_t>(size) : sizeof h;
-  if (platform::sys::pread(fd, &h, want, 0) != static_cast<ssize_t>(want))
+  errno = 0;
+  if (pread_whole(fd, &h, want, 0) != static_cast<ssize_t>(want))
     fail_errno(errno ? errno : EIO, where, "reading the header");
 #if defined(SHMPOOL_MUTANT_REINIT_ON_INIT_MARKER)
   // Mutant: the init marker alone makes a file replaceable (one corrupted word costs a live pool).
