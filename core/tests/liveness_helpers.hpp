@@ -18,6 +18,7 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <vector>
 
 namespace liveness_test {
 
@@ -124,23 +125,22 @@ inline int unmount_proc() {
 }
 
 // Lowers RLIMIT_NOFILE and fills every descriptor: the next open fails
-// with EMFILE.  Returns 0 or errno; *first is the lowest descriptor taken.
-inline int exhaust_fds(int* first = nullptr) {
+// with EMFILE.  Returns 0 or errno; *taken lists the descriptors it opened.
+inline int exhaust_fds(std::vector<int>* taken = nullptr) {
   rlimit lim{};
   if (::getrlimit(RLIMIT_NOFILE, &lim) != 0) return errno;
   lim.rlim_cur = 64;
   if (::setrlimit(RLIMIT_NOFILE, &lim) != 0) return errno;
+  if (taken != nullptr) taken->reserve(64);
   const int base = ::open("/dev/null", O_RDONLY);
   if (base < 0) return errno;
-  if (first != nullptr) *first = base;
-  for (;;) {
-    if (::fcntl(base, F_DUPFD, 0) >= 0) continue;
-    return errno == EMFILE ? 0 : errno;
-  }
+  for (int fd = base; fd >= 0; fd = ::fcntl(base, F_DUPFD, 0))
+    if (taken != nullptr) taken->push_back(fd);
+  return errno == EMFILE ? 0 : errno;
 }
-// Closes descriptors from `from` up (exhaust_fds's *first), undoing it.
-inline void release_fds(int from) {
-  for (int fd = from; fd < 64; ++fd) ::close(fd);
+// Undoes exhaust_fds.
+inline void release_fds(const std::vector<int>& taken) {
+  for (const int fd : taken) ::close(fd);
 }
 
 // The state (field 3) and thread count (field 20) of /proc/<pid>/stat.
