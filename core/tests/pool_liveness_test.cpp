@@ -218,13 +218,18 @@ shmpool::i64_pool* g_atfork_pool = nullptr;
   g_atfork_pool = &p;
   ::pthread_atfork(nullptr, nullptr, [] { (void)g_atfork_pool->try_alloc(); });  // the user's handler, first
   if (auto first = p.try_alloc()) p.free(*first);  // the library's first use
+  int ready[2];
+  if (::pipe(ready) != 0) std::_Exit(1);
   const pid_t c = ::fork();
   if (c == 0) {  // holds the slot its handler allocated; the runner kills it
     const int null = ::open("/dev/null", O_RDWR);
     ::dup2(null, 1);
     ::dup2(null, 2);
+    if (::write(ready[1], "x", 1) != 1) std::_Exit(1);  // the handler has run
     block_forever();
   }
+  char x = 0;
+  if (::read(ready[0], &x, 1) != 1) std::_Exit(1);
   std::ofstream(std::string(path) + ".child") << c << '\n';
   std::_Exit(0);  // the parent dies: only the child is left alive
 }

@@ -281,7 +281,7 @@ TEST_F(SrbProcess, SegmentsOfKilledProcessesAreRemovedByTheNextRegistryCreationA
   // PID reuse: our own (live) pid with another start time names a dead process.
   const std::uint64_t me = platform::proc_liveness::self();
   const std::uint64_t reused = platform::make_identity(platform::identity_ns_tag(me), platform::identity_pid(me),
-                                                       platform::identity_start(me) + 1);
+                                                       platform::identity_start(me) + 100);  // > 1 tick apart
   // Another pid namespace: cannot be judged, so it must be kept.
   const std::uint64_t foreign = platform::make_identity(platform::identity_ns_tag(me) ^ 1, platform::identity_pid(me),
                                                         platform::identity_start(me) + 1);
