@@ -408,6 +408,32 @@ TEST(ProcLiveness, IdentityOfAnotherTimeNamespaceEqualsTheOneSeenFromHere) {
                                             shmpool::platform::identity_start(proc_liveness::identity_of(pid))));
 }
 
+// A process in a new pid namespace that still sees its parent's /proc: the
+// pid in an identity names another process there, so /proc proves nothing
+// (only ESRCH from kill, which uses our namespace, still does).
+TEST(ProcLiveness, JudgingThroughAProcOfAnotherPidNamespaceIsMaybeAlive) {
+  report r;
+  pid_t child = 0;
+  ASSERT_TRUE(fork_reporting(
+      [](int fd) {
+        if (::unshare(CLONE_NEWPID) != 0) return send_refused(fd, errno, "unshare(CLONE_NEWPID)");
+        const pid_t g = ::fork();
+        if (g == 0) {  // pid 1 of the new namespace, /proc still the parent's
+          report out;
+          out.id = proc_liveness::self();
+          out.value = static_cast<std::int64_t>(proc_liveness::judge(out.id));
+          send(fd, out);
+          ::_exit(0);
+        }
+        wait_for(g);
+      },
+      r, child));
+  wait_for(child);
+  if (r.refused != 0) GTEST_SKIP() << r.what << ": " << std::strerror(r.refused);
+  EXPECT_EQ(shmpool::platform::identity_pid(r.id), 1);
+  EXPECT_STREQ(shmpool::platform::verdict_name(static_cast<verdict>(r.value)), "unknown");
+}
+
 TEST(ProcLiveness, StartTimesOneTickApartAreTheSameProcess) {
   using shmpool::platform::same_start;
   EXPECT_TRUE(same_start(100, 100));
