@@ -91,7 +91,7 @@ constexpr std::uint64_t slot_word(slot_kind k, std::uint64_t id) { return (std::
 // This process's owner identity, and the same pid with another start time:
 // an earlier process whose pid we reuse, so certainly dead.
 inline std::uint64_t self_identity() { return shmpool::platform::proc_liveness::self(); }
-inline std::uint64_t dead_identity() { return self_identity() ^ 1; }
+inline std::uint64_t dead_identity() { return self_identity() ^ 0x100; }  // a start time > 1 tick away
 
 // The shared bytes of a pool, mapped by the harness to forge states and patch.
 class region_map {

@@ -356,7 +356,7 @@ inline std::uint64_t identity_for(owner_kind k) {
   switch (k) {
     case owner_kind::vanished_pid: return platform::make_identity(tag, vanished(), 12345);
     case owner_kind::reused_pid:
-      return platform::make_identity(tag, static_cast<std::uint64_t>(::getpid()), platform::identity_start(me) ^ 1);
+      return platform::make_identity(tag, static_cast<std::uint64_t>(::getpid()), platform::identity_start(me) ^ 0x100);  // > 1 tick apart
     case owner_kind::other_namespace: return platform::make_identity(tag ^ 1, vanished(), 12345);
     case owner_kind::live_parent: return platform::proc_liveness::identity_of(::getppid());
     case owner_kind::exited_child: break;

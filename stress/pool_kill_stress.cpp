@@ -191,7 +191,7 @@ class kill_stress_run {
       if (s) pool_.free(*s);
       return;
     }
-    forged_word_ = allocated_word(live ^ 1);  // same pid and namespace, other start time
+    forged_word_ = allocated_word(live ^ 0x100);  // same pid and namespace, a start time 256 ticks away
     view_.forge_word(*s, forged_word_);
     forged_slot_ = *s;
     ++t_.pid_reuse_forged;

@@ -199,9 +199,12 @@ int cmd_stats(const args& a) {
 
 const char* slots_help =
     "usage: shmpool slots FILE\n"
-    "Lists every taken slot: index, state, owner pid, whether the owner is alive\n"
-    "(alive, dead, or other-ns when it ran in another pid namespace), and the\n"
-    "owner's command name (/proc/PID/comm).  Read-only.\n";
+    "Lists every taken slot: index, state, owner pid, the liveness verdict on the\n"
+    "owner (alive; dead: certainly gone, recover frees it; unknown: /proc could not\n"
+    "tell, e.g. hidepid or the fd limit, so it counts as alive; other-ns: it ran in\n"
+    "another pid namespace), and the owner's command name (/proc/PID/comm).\n"
+    "A live owner may hold slots from before an exec (the identity survives exec):\n"
+    "shmpool recover FILE --owner PID releases them.  Read-only.\n";
 
 const char* state_name(sp::detail::slot_state s) {
   switch (s) {
@@ -213,14 +216,9 @@ const char* state_name(sp::detail::slot_state s) {
   return "?";
 }
 
-enum class liveness { alive, dead, other_ns };
+using sp::platform::verdict;
 
-liveness liveness_of(std::uint64_t identity) {
-  if (sp::platform::proc_liveness::certainly_dead(identity)) return liveness::dead;
-  const std::uint64_t self = sp::platform::proc_liveness::self();
-  if (sp::platform::identity_ns_tag(identity) != sp::platform::identity_ns_tag(self)) return liveness::other_ns;
-  return liveness::alive;
-}
+verdict liveness_of(std::uint64_t identity) { return sp::platform::proc_liveness::judge(identity); }
 
 std::string comm_of(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/comm");
@@ -240,13 +238,12 @@ int cmd_slots(const args& a) {
   std::printf("%-10s %-10s %-8s %-8s %s\n", "slot", "state", "pid", "owner", "command");
   std::uint64_t dead = 0;
   for (const auto& s : taken) {
-    const liveness l = liveness_of(s.identity);
-    dead += l == liveness::dead ? 1 : 0;
+    const verdict l = liveness_of(s.identity);
+    dead += l == verdict::dead ? 1 : 0;
     // A dead owner's pid may since name another process: no command then.
-    const std::string comm = l == liveness::alive ? comm_of(s.pid) : "-";
+    const std::string comm = l == verdict::alive ? comm_of(s.pid) : "-";
     std::printf("%-10llu %-10s %-8d %-8s %s\n", static_cast<unsigned long long>(s.index), state_name(s.state),
-                static_cast<int>(s.pid), l == liveness::alive ? "alive" : l == liveness::dead ? "dead" : "other-ns",
-                comm.c_str());
+                static_cast<int>(s.pid), sp::platform::verdict_name(l), comm.c_str());
   }
   std::printf("%zu slot(s) taken, %llu held by dead processes%s\n", taken.size(), static_cast<unsigned long long>(dead),
               dead != 0 ? " (shmpool recover frees them)" : "");
@@ -291,10 +288,14 @@ int cmd_check(const args& a) {
 // ---- recover ---------------------------------------------------------------
 
 const char* recover_help =
-    "usage: shmpool recover FILE\n"
+    "usage: shmpool recover FILE [--owner PID]\n"
     "Runs stale recovery: frees every slot whose owner is certainly dead and\n"
     "repairs bitmap bits set over free slots.  Prints each slot it freed with\n"
-    "the dead owner's pid.  Writes to the pool (safe while others use it).\n";
+    "the dead owner's pid.  Writes to the pool (safe while others use it).\n"
+    "  --owner PID   instead, releases every slot held by PID, alive or not: for\n"
+    "                slots a process allocated before it called exec (its new image\n"
+    "                does not know them).  Your decision: if PID still uses a slot,\n"
+    "                another process may be handed it.\n";
 
 // Runs fn on a handle of the right variant attached to fd.
 void with_pool(int fd, variant_code v, const std::function<void(sp::detail::pool_base&)>& fn) {
@@ -308,12 +309,41 @@ void with_pool(int fd, variant_code v, const std::function<void(sp::detail::pool
   throw tool::inspect_error{tool::inspect_error::damaged, "unknown variant"};
 }
 
+// recover --owner PID: release_owner, naming each slot released.
+int recover_owner(const std::string& path, const std::string& pid_text) {
+  const std::uint64_t pid = to_u64(pid_text, "--owner");
+  if (pid == 0 || pid >= (std::uint64_t{1} << sp::platform::identity_pid_bits))
+    throw usage_error{"--owner must be a pid (1.." + std::to_string((1u << sp::platform::identity_pid_bits) - 1) +
+                      "), not '" + pid_text + "'"};
+  const auto before = tool::pool_file::open_readonly(path);
+  std::map<std::uint64_t, std::pair<sp::detail::slot_state, verdict>> held;
+  for (const auto& s : before.taken_slots())
+    if (static_cast<std::uint64_t>(s.pid) == pid) held[s.index] = {s.state, liveness_of(s.identity)};
+  const int fd = ::open(path.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) throw tool::inspect_error{tool::inspect_error::system, path + ": open: " + std::strerror(errno)};
+  std::size_t freed = 0;
+  try {
+    const auto layout = tool::read_layout(fd, path);
+    with_pool(fd, layout.variant, [&](sp::detail::pool_base& p) { freed = p.release_owner(static_cast<pid_t>(pid)); });
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
+  ::close(fd);
+  for (const auto& [slot, what] : held)
+    std::printf("released slot %llu (%s by pid %llu, %s)\n", static_cast<unsigned long long>(slot),
+                state_name(what.first), static_cast<unsigned long long>(pid), sp::platform::verdict_name(what.second));
+  std::printf("released %zu slot(s) of pid %llu\n", freed, static_cast<unsigned long long>(pid));
+  return exit_ok;
+}
+
 int cmd_recover(const args& a) {
   const std::string path = one_file(a, "recover");
+  if (a.options.count("owner") != 0) return recover_owner(path, a.options.at("owner"));
   const auto before = tool::pool_file::open_readonly(path);
   std::map<std::uint64_t, std::uint64_t> dead;  // slot -> slot word seen dead
   for (const auto& s : before.taken_slots())
-    if (sp::platform::proc_liveness::certainly_dead(s.identity))
+    if (liveness_of(s.identity) == verdict::dead)
       dead[s.index] = sp::detail::make_slot_word(s.state, s.identity);
   const auto orphans = before.orphan_bits();
 
@@ -393,9 +423,9 @@ const char* main_help =
     "  info FILE                  variant, capacity, elem_size, format, mapping size\n"
     "  stats FILE [--json] [--watch SECONDS]\n"
     "                             the pool's counters, optionally refreshed\n"
-    "  slots FILE                 taken slots: owner pid, alive or dead, command\n"
+    "  slots FILE                 taken slots: owner pid, alive/dead/unknown, command\n"
     "  check FILE                 verify every invariant (exit 0 healthy, 1 not, 2 not a pool)\n"
-    "  recover FILE               free slots of dead processes; print what was freed\n"
+    "  recover FILE [--owner PID] free slots of dead processes (or every slot of PID)\n"
     "  create FILE --variant V --capacity N [--elem-size B | --max-len L]\n"
     "  --version                  print the version\n"
     "Exit status: 0 ok, 1 failure or inconsistent pool, 2 not a pool, 64 usage error.\n";
@@ -422,7 +452,7 @@ int main(int argc, char** argv) {
       {"stats", stats_help, cmd_stats, {"watch", "count"}, {"json"}},
       {"slots", slots_help, cmd_slots, {}, {}},
       {"check", check_help, cmd_check, {}, {}},
-      {"recover", recover_help, cmd_recover, {}, {}},
+      {"recover", recover_help, cmd_recover, {"owner"}, {}},
       {"create", create_help, cmd_create, {"variant", "capacity", "elem-size", "max-len"}, {}},
   };
   if (argc < 2) {

@@ -1,9 +1,8 @@
 // linux_platform: futex(2), the monotonic clock, and crash points.
 #include "shmpool/platform/linux.hpp"
+#include "shmpool/platform/sys.hpp"
 
-#include <linux/futex.h>
 #include <signal.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -22,17 +21,17 @@ bool linux_platform::futex_wait(atomic<int>& word, int expected, std::int64_t ti
     tsp = &ts;
   }
   // Not FUTEX_PRIVATE: the word lives in a mapping shared between processes.
-  const long rc = ::syscall(SYS_futex, reinterpret_cast<int*>(&word), FUTEX_WAIT, expected, tsp, nullptr, 0);
+  const long rc = sys::futex_wait(reinterpret_cast<int*>(&word), expected, tsp);
   return !(rc == -1 && errno == ETIMEDOUT);
 }
 
 void linux_platform::futex_wake(atomic<int>& word, int count) noexcept {
-  ::syscall(SYS_futex, reinterpret_cast<int*>(&word), FUTEX_WAKE, count, nullptr, nullptr, 0);
+  sys::futex_wake(reinterpret_cast<int*>(&word), count);
 }
 
 std::int64_t linux_platform::now_ns() noexcept {
   timespec ts{};
-  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  sys::clock_gettime(CLOCK_MONOTONIC, &ts);  // cannot fail for CLOCK_MONOTONIC; a fault leaves 0
   return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
 }
 
@@ -56,7 +55,7 @@ void crash_point_hit(crash_site) noexcept {
     if (const char* at = std::getenv("SHMPOOL_CRASH_AT")) g_crash_at.store(std::strtoull(at, nullptr, 10));
   }
   const std::uint64_t hit = g_crash_hits.fetch_add(1) + 1;
-  if (hit == g_crash_at.load()) ::kill(::getpid(), SIGKILL);
+  if (hit == g_crash_at.load()) ::kill(::getpid(), SIGKILL);  // not sys::kill: a crash point must never be faulted away
 }
 #endif
 

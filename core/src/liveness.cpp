@@ -1,121 +1,287 @@
 // proc_liveness: owner identities from /proc, and the "certainly dead" test.
+// The rule and its reasons are in liveness.hpp and core/PROTOCOL.md; every
+// system call goes through platform::sys.
 #include "shmpool/platform/liveness.hpp"
 
-#include <fcntl.h>
 #include <pthread.h>
-#include <signal.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <string_view>
+#include <string>
+
+#include "shmpool/error.hpp"
+#include "shmpool/platform/sys.hpp"
 
 namespace shmpool::platform {
+
+constinit proc_liveness::self_cache proc_liveness::cache_{};
+static_assert(sizeof(proc_liveness::self_cache) == 4096, "the cache must own its page: the whole page is wiped on fork");
+
 namespace {
 
-struct proc_stat {
-  bool exists = false;
-  char state = '?';
-  std::uint64_t start_ticks = 0;
+constexpr std::uint64_t tag_known = std::uint64_t{1} << 63;
+constexpr std::uint32_t proc_ours = 1, proc_foreign = 2;
+
+// Why a read of /proc failed: the file and the errno (0: unparsable).
+struct failure {
+  const char* what = "";
+  int err = 0;
 };
 
-// Reads /proc/<pid>/stat: the state (field 3) and start time (field 22).
-// Only async-signal-safe calls, so it may run in a fork child.
-proc_stat read_proc_stat(pid_t pid) noexcept {
-  char path[64];
-  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
-  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return {};
-  char buf[1024];
-  ssize_t n;
-  do {
-    n = ::read(fd, buf, sizeof buf - 1);
-  } while (n < 0 && errno == EINTR);
-  ::close(fd);
-  if (n <= 0) return {};
+// Reads a whole /proc file into buf (NUL-terminated).  False on any error,
+// including a file that does not fit: a partial read is never parsed.
+bool read_whole(const char* path, char* buf, std::size_t cap, failure& f) noexcept {
+  f.what = path;
+  const int fd = sys::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    f.err = errno;
+    return false;
+  }
+  std::size_t n = 0;
+  for (;;) {
+    if (n + 1 >= cap) {  // no room left to see the end of the file
+      f.err = EOVERFLOW;
+      sys::close(fd);
+      return false;
+    }
+    const ssize_t got = sys::read(fd, buf + n, cap - 1 - n);
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) {
+      f.err = errno;
+      sys::close(fd);
+      return false;
+    }
+    if (got == 0) break;
+    n += static_cast<std::size_t>(got);
+  }
+  sys::close(fd);
   buf[n] = '\0';
-  // The command name (field 2) may hold spaces and ')': parse after the last ')'.
-  const char* p = std::strrchr(buf, ')');
-  if (p == nullptr || p[1] != ' ') return {};
-  p += 2;
-  proc_stat st;
-  st.exists = true;
-  st.state = *p;
-  for (int field = 3; field < 22 && *p != '\0'; ++p)
-    if (*p == ' ') ++field;
-  std::uint64_t v = 0;
-  while (*p >= '0' && *p <= '9') v = v * 10 + static_cast<std::uint64_t>(*p++ - '0');
-  st.start_ticks = v;
-  return st;
+  return true;
+}
+
+// The fields of /proc/<pid>/stat that liveness needs.
+struct stat_fields {
+  long long pid = 0;          // field 1
+  char state = '?';           // field 3
+  long long num_threads = 0;  // field 20
+  long long start_ticks = 0;  // field 22, shifted by the reader's boottime offset
+};
+
+// One decimal field (optionally negative) followed by a space or the end of
+// the line.  Advances p past the separator.
+bool parse_number(const char*& p, long long& out) noexcept {
+  bool negative = false;
+  if (*p == '-') {
+    negative = true;
+    ++p;
+  }
+  if (*p < '0' || *p > '9') return false;
+  unsigned long long v = 0;
+  while (*p >= '0' && *p <= '9') v = v * 10 + static_cast<unsigned>(*p++ - '0');
+  if (*p != ' ' && *p != '\n' && *p != '\0') return false;
+  if (*p == ' ') ++p;
+  out = negative ? -static_cast<long long>(v) : static_cast<long long>(v);
+  return true;
+}
+
+// Every field through 22 must parse; the command name (field 2) may hold
+// spaces and ')', so the fields after it start after the last ')'.
+bool parse_stat(const char* buf, stat_fields& st) noexcept {
+  const char* p = buf;
+  if (!parse_number(p, st.pid)) return false;
+  const char* close = std::strrchr(p, ')');
+  if (close == nullptr || close[1] != ' ' || close[2] == '\0' || close[3] != ' ') return false;
+  st.state = close[2];
+  p = close + 4;
+  for (int field = 4; field <= 22; ++field) {
+    long long v = 0;
+    if (!parse_number(p, v)) return false;
+    if (field == 20) st.num_threads = v;
+    if (field == 22) st.start_ticks = v;
+  }
+  return true;
+}
+
+bool read_stat(const char* path, stat_fields& st, failure& f) noexcept {
+  char buf[2048];
+  if (!read_whole(path, buf, sizeof buf, f)) return false;
+  if (!parse_stat(buf, st)) {
+    f.err = 0;  // read, but not what the kernel writes
+    return false;
+  }
+  return true;
 }
 
 // 10 bits of a hash of this process's pid namespace ("pid:[4026531836]").
-std::uint64_t namespace_tag() noexcept {
+// Needs no fd, so it works at the fd limit.
+bool self_tag(std::uint64_t& tag, failure& f) noexcept {
+  const std::uint64_t cached = proc_liveness::cache_.ns_tag.load(std::memory_order_relaxed);
+  if (cached != 0) {
+    tag = cached & ~tag_known;
+    return true;
+  }
   char link[128];
-  const ssize_t n = ::readlink("/proc/self/ns/pid", link, sizeof link);
+  const ssize_t n = sys::readlink("/proc/self/ns/pid", link, sizeof link);
+  if (n <= 0 || static_cast<std::size_t>(n) >= sizeof link) {
+    f = {"/proc/self/ns/pid", n < 0 ? errno : EOVERFLOW};
+    return false;
+  }
   std::uint64_t h = 14695981039346656037ULL;
   for (ssize_t i = 0; i < n; ++i) h = (h ^ static_cast<unsigned char>(link[i])) * 1099511628211ULL;
-  return h & ((1u << identity_tag_bits) - 1);
+  tag = h & ((1u << identity_tag_bits) - 1);
+  proc_liveness::cache_.ns_tag.store(tag | tag_known, std::memory_order_relaxed);
+  return true;
 }
 
-std::atomic<std::uint64_t>& self_tag_cache() noexcept {
-  static std::atomic<std::uint64_t> tag{~std::uint64_t{0}};
-  return tag;
-}
-
-std::uint64_t self_tag() noexcept {
-  std::uint64_t t = self_tag_cache().load(std::memory_order_relaxed);
-  if (t == ~std::uint64_t{0}) {
-    t = namespace_tag();
-    self_tag_cache().store(t, std::memory_order_relaxed);
-  }
-  return t;
-}
-
-}  // namespace
-
-std::atomic<std::uint64_t>& proc_liveness::cached_identity() noexcept {
-  static std::atomic<std::uint64_t> identity{0};
-  return identity;
-}
-
-std::uint64_t proc_liveness::compute_self() noexcept {
-  // The child of a fork is another process: forget the cached identity there
-  // (and the namespace tag: a child of unshare(CLONE_NEWPID) lives elsewhere).
-  static const bool registered = [] {
-    ::pthread_atfork(nullptr, nullptr, [] {
-      cached_identity().store(0, std::memory_order_relaxed);
-      self_tag_cache().store(~std::uint64_t{0}, std::memory_order_relaxed);
-    });
-    return true;
+long ticks_per_second() noexcept {
+  static const long hz = [] {
+    const long v = ::sysconf(_SC_CLK_TCK);  // from the auxiliary vector: no system call
+    return v > 0 ? v : 100;
   }();
-  (void)registered;
+  return hz;
+}
+
+// This process's boottime offset in ticks (/proc/self/timens_offsets).  A
+// kernel without time namespaces has no such file: offset 0 — but only
+// once /proc itself is known readable (the caller has just read a stat).
+bool self_boot_offset(std::int64_t& ticks, failure& f) noexcept {
+  auto& c = proc_liveness::cache_;
+  if (c.offset_known.load(std::memory_order_acquire) != 0) {
+    ticks = c.boot_offset.load(std::memory_order_relaxed);
+    return true;
+  }
+  char buf[512];
+  std::int64_t offset = 0;
+  if (!read_whole("/proc/self/timens_offsets", buf, sizeof buf, f)) {
+    if (f.err != ENOENT) return false;
+  } else {
+    const char* line = std::strstr(buf, "boottime");
+    long long sec = 0, nsec = 0;
+    if (line == nullptr || std::sscanf(line, "boottime %lld %lld", &sec, &nsec) != 2 || nsec < 0 ||
+        nsec >= 1'000'000'000) {
+      f.err = 0;
+      return false;
+    }
+    const long long ns_per_tick = 1'000'000'000LL / ticks_per_second();
+    const long long total_ns = sec * 1'000'000'000LL + nsec;
+    offset = total_ns / ns_per_tick - (total_ns % ns_per_tick < 0 ? 1 : 0);  // floor, as the kernel rounds
+  }
+  c.boot_offset.store(offset, std::memory_order_relaxed);
+  c.offset_known.store(1, std::memory_order_release);
+  ticks = offset;
+  return true;
+}
+
+std::uint64_t normalised(const stat_fields& st, std::int64_t offset) noexcept {
+  return static_cast<std::uint64_t>(st.start_ticks - offset) & identity_start_mask;
+}
+
+// Computes and caches this process's identity; 0 (nothing cached) on failure.
+std::uint64_t compute_self(failure& f) noexcept {
+  std::uint64_t tag = 0;
+  stat_fields st;
+  std::int64_t offset = 0;
+  if (!self_tag(tag, f) || !read_stat("/proc/self/stat", st, f) || !self_boot_offset(offset, f)) return 0;
   const pid_t pid = ::getpid();
-  const std::uint64_t id = make_identity(self_tag(), static_cast<std::uint64_t>(pid), read_proc_stat(pid).start_ticks);
-  cached_identity().store(id, std::memory_order_relaxed);
+  // /proc/self follows us into any mount; /proc/<pid> names our process only
+  // when /proc was mounted for our pid namespace.  Judging needs the latter.
+  proc_liveness::cache_.proc_is_ours.store(st.pid == pid ? proc_ours : proc_foreign, std::memory_order_relaxed);
+  const std::uint64_t id = make_identity(tag, static_cast<std::uint64_t>(pid), normalised(st, offset));
+  proc_liveness::cache_.identity.store(id, std::memory_order_relaxed);
   return id;
 }
 
-std::uint64_t proc_liveness::identity_of(pid_t pid) noexcept {
-  const proc_stat st = read_proc_stat(pid);
-  if (!st.exists) return 0;
-  return make_identity(self_tag(), static_cast<std::uint64_t>(pid), st.start_ticks);
+bool transient(int err) noexcept { return err == EINTR || err == EAGAIN || err == EMFILE || err == ENFILE || err == ENOMEM; }
+
+// Fallback when the cache page cannot be wiped on fork: forget everything in
+// the child.  Registered at load, so only handlers registered by code that
+// ran earlier still precede it (liveness.hpp, "OWN IDENTITY").
+void forget_in_child() noexcept {
+  auto& c = proc_liveness::cache_;
+  c.identity.store(0, std::memory_order_relaxed);
+  c.ns_tag.store(0, std::memory_order_relaxed);
+  c.offset_known.store(0, std::memory_order_relaxed);
+  c.proc_is_ours.store(0, std::memory_order_relaxed);
 }
 
-bool proc_liveness::certainly_dead(std::uint64_t identity) noexcept {
+bool g_wiped_on_fork = false;
+
+// At library load, before user code can fork: mark the cache page and
+// compute the identity once (a failure here is not fatal: self() retries).
+[[maybe_unused]] const bool g_prepared_at_load = [] {
+  g_wiped_on_fork = sys::madvise(&proc_liveness::cache_, sizeof proc_liveness::cache_, MADV_WIPEONFORK) == 0;
+  if (!g_wiped_on_fork) ::pthread_atfork(nullptr, nullptr, forget_in_child);
+  (void)proc_liveness::try_self();
+  return true;
+}();
+
+}  // namespace
+
+bool proc_liveness::cache_wiped_on_fork() noexcept { return g_wiped_on_fork; }
+
+std::uint64_t proc_liveness::try_self() noexcept {
+  const std::uint64_t cached = cache_.identity.load(std::memory_order_relaxed);
+  if (cached != 0) return cached;
+  failure f;
+  return compute_self(f);
+}
+
+std::uint64_t proc_liveness::self_slow() {
+  failure f;
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    if (const std::uint64_t id = compute_self(f); id != 0) return id;
+    if (!transient(f.err)) break;
+  }
+  const std::string why = f.err != 0 ? std::strerror(f.err) : "unexpected contents";
+  throw error(make_error_code(errc::identity_unavailable),
+              std::string("shmpool: cannot determine this process's owner identity: ") + f.what + ": " + why);
+}
+
+std::uint64_t proc_liveness::identity_of(pid_t pid) noexcept {
+  if (pid <= 0 || try_self() == 0) return 0;
+  if (cache_.proc_is_ours.load(std::memory_order_relaxed) != proc_ours) return 0;
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+  stat_fields st;
+  failure f;
+  std::uint64_t tag = 0;
+  std::int64_t offset = 0;
+  if (!self_tag(tag, f) || !read_stat(path, st, f) || !self_boot_offset(offset, f)) return 0;
+  return make_identity(tag, static_cast<std::uint64_t>(pid), normalised(st, offset));
+}
+
+verdict proc_liveness::judge(std::uint64_t identity) noexcept {
   const pid_t pid = identity_pid(identity);
-  if (pid <= 0) return false;  // names nobody: cannot judge
+  if (pid <= 0) return verdict::unknown;  // names nobody: cannot judge
 #if defined(SHMPOOL_MUTANT_PID_ONLY_LIVENESS)
   // Defect: trust the pid alone (wrong after PID reuse, and for zombies).
-  return ::kill(pid, 0) == -1 && errno == ESRCH;
+  return sys::kill(pid, 0) == -1 && errno == ESRCH ? verdict::dead : verdict::alive;
 #else
-  if (identity_ns_tag(identity) != self_tag()) return false;  // another pid namespace
-  if (::kill(pid, 0) == -1 && errno == ESRCH) return true;
-  const proc_stat st = read_proc_stat(pid);
-  if (!st.exists) return true;
-  if (st.state == 'Z' || st.state == 'X') return true;  // exited, not yet reaped
-  return (st.start_ticks & ((1u << identity_start_bits) - 1)) != identity_start(identity);  // pid reused
+  failure f;
+  std::uint64_t tag = 0;
+  if (!self_tag(tag, f)) return verdict::unknown;
+  if (identity_ns_tag(identity) != tag) return verdict::other_namespace;
+  // 1. The existence test.  EPERM: the pid exists (another user's process).
+  if (sys::kill(pid, 0) == -1) {
+    if (errno == ESRCH) return verdict::dead;
+    if (errno != EPERM) return verdict::unknown;
+  }
+  // 2. The stat, read whole, of a /proc that is ours.
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+  stat_fields st;
+  std::int64_t offset = 0;
+  if (!read_stat(path, st, f) || st.pid != pid) return verdict::unknown;
+  if (try_self() == 0 || cache_.proc_is_ours.load(std::memory_order_relaxed) != proc_ours) return verdict::unknown;
+  if (!self_boot_offset(offset, f)) return verdict::unknown;
+  // 3. Another start time: the pid was reused.
+  if (!same_start(normalised(st, offset), identity_start(identity))) return verdict::dead;
+  // 4. Exited, not yet reaped; a leader in Z with threads left is alive.
+  if (st.state == 'X' || st.state == 'x') return verdict::dead;
+  if (st.state == 'Z' && st.num_threads <= 1) return verdict::dead;
+  return verdict::alive;
 #endif
 }
 

@@ -355,7 +355,9 @@ class pool_core {
   }
   // The slot hint of this process: recomputed when the handle is used under
   // another identity (a fork child), so children spread out too.
-  std::uint64_t start_slot() noexcept {
+  // Throws identity_unavailable (before any slot is touched) if the
+  // identity cannot be computed.
+  std::uint64_t start_slot() {
     const std::uint64_t me = platform::proc_liveness::self();
     if (start_owner_.load(std::memory_order_relaxed) != me) {
       start_slot_.store(start_slot_for(me, layout_.capacity), std::memory_order_relaxed);
@@ -900,6 +902,10 @@ pool_stats pool_base::stats() const {
 }
 
 std::size_t pool_base::recover_stale() { return core_->proto_.recover_stale(); }
+std::size_t pool_base::release_owner(pid_t pid) {
+  if (pid <= 0) throw std::invalid_argument("shmpool: release_owner(" + std::to_string(pid) + "): not a pid");
+  return core_->proto_.release_owner(pid);
+}
 void pool_base::reset() { core_->proto_.reset(); }
 
 std::vector<std::string> pool_base::check() const {

@@ -643,7 +643,7 @@ TEST(Pool, RecoverStaleIsNotFooledByPidReuse) {
   // The parent process is alive; forge an owner with its pid but another start time.
   const std::uint64_t live = shmpool::platform::proc_liveness::identity_of(::getppid());
   ASSERT_NE(live, 0u);
-  const std::uint64_t reused = live ^ 1;  // same pid, other start time
+  const std::uint64_t reused = live ^ 0x100;  // same pid, a start time 256 ticks away (one tick is tolerated)
   meta[2 * i].store(shmpool::detail::make_slot_word(shmpool::detail::slot_state::allocated, reused));
   EXPECT_EQ(p.owner(i), ::getppid());
   EXPECT_EQ(p.recover_stale(), 1u);

@@ -129,6 +129,43 @@ live_owner)
   run 0 recover p.shm; contains "$out" "freed slot $slot (allocated by pid $pid, dead)"
   run 0 check p.shm; contains "$out" "0 in use"
   ;;
+exec_owner)
+  # exec keeps pid and start time: the slot stays held (PROTOCOL.md, "exec")
+  # until an operator releases it with recover --owner.
+  run 0 create p.shm --variant i64 --capacity 100
+  "$helper" hold-exec p.shm >held.txt &
+  held_pid=$!
+  for _ in $(seq 100); do [ "$(cat /proc/$held_pid/comm 2>/dev/null)" = sleep ] && [ -s held.txt ] && break; sleep 0.05; done
+  read -r slot pid <held.txt || fail "helper hold-exec printed nothing"
+  [ "$(cat /proc/$pid/comm)" = sleep ] || fail "helper did not exec"
+  run 0 slots p.shm
+  grep -qE "^$slot +allocated +$pid +alive +sleep" <<<"$out" || fail "slots does not show slot $slot alive under sleep: $out"
+  run 0 recover p.shm; contains "$out" "recovered 0 slot(s)"
+  run 64 recover p.shm --owner 0; contains "$err" "--owner must be a pid"; one_line "$err"
+  run 64 recover p.shm --owner x; one_line "$err"
+  run 0 recover p.shm --owner "$pid"
+  contains "$out" "released slot $slot (allocated by pid $pid, alive)"; contains "$out" "released 1 slot(s) of pid $pid"
+  run 0 slots p.shm; contains "$out" "no slots taken"
+  run 0 stats p.shm --json; contains "$out" '"recoveries": 1'
+  run 0 recover p.shm --owner "$pid"; contains "$out" "released 0 slot(s)"
+  ;;
+hidden_owner)
+  # An owner /proc hides (hidepid=2, another user) is "unknown", never "dead".
+  run 0 create p.shm --variant i64 --capacity 100
+  "$helper" hold p.shm >held.txt &
+  held_pid=$!
+  for _ in $(seq 100); do [ -s held.txt ] && break; sleep 0.05; done
+  read -r slot pid <held.txt || fail "helper hold printed nothing"
+  chmod 755 "$dir"; chmod 644 p.shm
+  as_nobody() {
+    unshare -m sh -c 'mount -t proc -o hidepid=2 proc /proc && exec setpriv --reuid=65534 --regid=65534 --clear-groups "$@"' sh "$@"
+  }
+  as_nobody true 2>/dev/null || { echo "SKIP: needs unshare -m, a hidepid /proc and setpriv (root)"; exit 77; }
+  as_nobody "$cli" slots p.shm >out.txt 2>err.txt || fail "slots as nobody failed: $(cat err.txt)"
+  out=$(cat out.txt)
+  grep -qE "^$slot +allocated +$pid +unknown +-" <<<"$out" || fail "slots does not show slot $slot unknown: $out"
+  contains "$out" "0 held by dead processes"
+  ;;
 usage_errors)
   run 64; run 64 frobnicate p.shm; one_line "$err"
   run 64 info; one_line "$err"; run 64 info a b; one_line "$err"

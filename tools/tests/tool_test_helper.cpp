@@ -4,6 +4,9 @@
 //                                  freeing it; prints the slot and the dead pid
 //   tool_test_helper hold FILE     allocates one slot, prints it, and sleeps
 //                                  until killed
+//   tool_test_helper hold-exec FILE  allocates one slot, prints it, then execs
+//                                  `sleep 60`: the same process (pid and start
+//                                  time) holds the slot, its image forgot it
 #include <fcntl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -31,16 +34,20 @@ shmpool::i64_pool attach(const char* path) {
 
 int main(int argc, char** argv) {
   if (argc != 3) {
-    std::fprintf(stderr, "usage: tool_test_helper die|hold FILE\n");
+    std::fprintf(stderr, "usage: tool_test_helper die|hold|hold-exec FILE\n");
     return 64;
   }
   const std::string mode = argv[1];
-  if (mode == "hold") {
+  if (mode == "hold" || mode == "hold-exec") {
     auto p = attach(argv[2]);
     const auto i = p.try_alloc();
     if (!i) return 1;
     std::printf("%llu %d\n", static_cast<unsigned long long>(*i), static_cast<int>(::getpid()));
     std::fflush(stdout);
+    if (mode == "hold-exec") {
+      ::execlp("sleep", "sleep", "60", static_cast<char*>(nullptr));
+      return 1;
+    }
     for (;;) ::pause();
   }
   if (mode == "die") {

@@ -34,6 +34,10 @@
 //   index >= capacity            std::out_of_range
 //   data access to a free slot   std::logic_error
 //   create/open/attach failures  shmpool::error (names the file/fd and why)
+//   own identity unknowable      shmpool::error, errc::identity_unavailable, from
+//                                every call that writes an owner (alloc*, free*,
+//                                recover_stale, release_owner, reset), before it
+//                                touches a slot (e.g. /proc/self/stat at the fd limit)
 #pragma once
 
 #include <sys/types.h>
@@ -165,7 +169,11 @@ class pool_base {
   pool_variant variant() const noexcept;
 
   // ---- recovery and health ----
-  std::size_t recover_stale();
+  std::size_t recover_stale();  // frees the slots of owners certainly dead (core/PROTOCOL.md)
+  // Frees every slot whose owner is `pid` (of this pid namespace), alive or
+  // not, and returns how many: an operator's decision, for slots a process
+  // held before it called exec (PROTOCOL.md, "exec").  Never needed otherwise.
+  std::size_t release_owner(pid_t pid);
   void reset();
   std::vector<std::string> check() const;
 

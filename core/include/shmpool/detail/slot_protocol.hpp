@@ -24,6 +24,8 @@
 //            (W is any non-free word whose identity is certainly dead,
 //             RELEASING(dead) included: a dead recoverer's work is finished)
 //   reset:   W -CAS-> RELEASING(me); clear bit; store FREE  (any owner)
+//   release_owner(pid): as reset, for the words naming pid (an operator's
+//            decision: the owner may be alive, e.g. after exec)
 //
 // INVARIANTS
 //   I1  bit set  =>  slot word != FREE.  (Set only while CLAIMING(me); cleared
@@ -31,7 +33,10 @@
 //   I2  slot word == ALLOCATED  =>  bit set.
 //   I3  a slot word is changed only by the identity it names, except
 //       FREE -> CLAIMING (anyone, by CAS) and W(dead) -> RELEASING (recovery,
-//       by CAS).  Hence no two live processes ever own one slot.
+//       by CAS).  Hence no two live processes ever own one slot.  (reset
+//       and release_owner break it on purpose, at an operator's request.)
+//       Every operation asks P::self_identity() before it touches a slot;
+//       it is never 0 (it throws instead), so no word ever names nobody.
 //   I4  every non-FREE slot word names an identity; recovery frees exactly the
 //       words whose identity is certainly dead, so after one recover_stale()
 //       by a survivor every slot is FREE or names a live process.
@@ -250,6 +255,29 @@ class slot_protocol {
     }
     repair_orphan_bits(me);
     wake_waiters();
+  }
+
+  // Frees every slot whose word names `pid` of this pid namespace, live or
+  // not: an operator's decision (e.g. slots an image held before exec,
+  // which keeps pid and start time; PROTOCOL.md "exec").  Each slot goes
+  // through RELEASING(me) as in recovery.  Returns slots freed.
+  std::size_t release_owner(pid_t pid) {
+    const std::uint64_t me = P::self_identity();
+    std::size_t freed = 0;
+    for (std::uint64_t s = 0; s < v_.capacity; ++s) {
+      std::uint64_t cur = P::load(v_.meta[s].word, mo::acquire);
+      const std::uint64_t owner = identity_of(cur);
+      if (cur == 0 || platform::identity_pid(owner) != pid ||
+          platform::identity_ns_tag(owner) != platform::identity_ns_tag(me))
+        continue;
+      if (!P::cas(v_.meta[s].word, cur, make_slot_word(slot_state::releasing, me), O::mark)) continue;
+      P::crash_point(crash_site::recover_marked);
+      finish_release(s, crash_site::recover_bit_cleared);
+      ++freed;
+    }
+    if (freed != 0) P::fetch_add(v_.control->recoveries, std::uint64_t{freed}, mo::relaxed);
+    wake_waiters();
+    return freed;
   }
 
   // ---- status --------------------------------------------------------------

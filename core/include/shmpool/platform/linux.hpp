@@ -65,7 +65,9 @@ struct linux_platform {
 
   static std::int64_t now_ns() noexcept;
 
-  static std::uint64_t self_identity() noexcept { return proc_liveness::self(); }
+  // Never 0: throws shmpool::error (identity_unavailable) instead, before the
+  // protocol touches a slot (every operation asks for it first).
+  static std::uint64_t self_identity() { return proc_liveness::self(); }
   static bool certainly_dead(std::uint64_t id) noexcept { return proc_liveness::certainly_dead(id); }
 
   static void crash_point([[maybe_unused]] crash_site site) noexcept {

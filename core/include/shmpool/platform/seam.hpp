@@ -9,7 +9,8 @@
 //   P::futex_wait(word, expected, timeout_ns) -> false on timeout
 //   P::futex_wake(word, count)
 //   P::now_ns()                       monotonic clock
-//   P::self_identity()                this process's owner identity (never 0)
+//   P::self_identity()                this process's owner identity (never 0; may throw
+//                                     shmpool::error identity_unavailable instead)
 //   P::certainly_dead(identity)       true only when the owner is provably gone
 //   P::crash_point(site)              a place where a process may die
 //   P::cpu_relax()                    spin hint
