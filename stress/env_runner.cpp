@@ -138,10 +138,14 @@ bool wait_ready(int fd, int seconds = 10) {
   return false;
 }
 
+// Kills pid and returns once it is dead: reaped if it is our child, else
+// (a grandchild) once it is a zombie or gone.
 void kill_and_reap(pid_t pid) {
   if (pid <= 0) return;
   ::kill(pid, SIGKILL);
-  stress::reap(pid);
+  int status = 0;
+  if (::waitpid(pid, &status, 0) == pid) return;
+  for (int i = 0; i < 5000 && stress::process_is_running(pid); ++i) ::usleep(1000);
 }
 
 // A fresh pool file in a private directory, world-writable so another uid can use it.

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 
 namespace shmpool::platform {
@@ -31,8 +32,14 @@ void linux_platform::futex_wake(atomic<int>& word, int count) noexcept {
 
 std::int64_t linux_platform::now_ns() noexcept {
   timespec ts{};
-  sys::clock_gettime(CLOCK_MONOTONIC, &ts);  // cannot fail for CLOCK_MONOTONIC; a fault leaves 0
-  return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+  if (sys::clock_gettime(CLOCK_MONOTONIC, &ts) == 0)
+    return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+  // CLOCK_MONOTONIC does not fail on Linux; if it ever did (a seccomp filter,
+  // a fault build), a zero here would turn every deadline into "expired" and
+  // a blocking alloc into a spurious timeout (found by the fault sweep).
+  // The same clock through the C++ library is the fallback.
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
 }
 
 #if defined(SHMPOOL_CRASH_POINTS)
