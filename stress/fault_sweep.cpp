@@ -238,8 +238,10 @@ outcome run_child(const scenario& s, world& w, const plan& p, int timeout_ms, pi
   return o;
 }
 
-bool names_cause(const std::string& message, int err, ending how) {
-  if (how == ending::bad_alloc) return err == ENOMEM;
+bool names_cause(const std::string& message, int err, ending how, int kind) {
+  // std::bad_alloc is the documented answer when memory cannot be had:
+  // ENOMEM anywhere, or any failure to map anonymous memory.
+  if (how == ending::bad_alloc) return err == ENOMEM || kind == static_cast<int>(call::mmap);
   return message.find(std::strerror(err)) != std::string::npos ||
          message.find(sys::errno_name(err)) != std::string::npos;
 }
@@ -256,7 +258,7 @@ std::string judge(const plan& p, const outcome& o) {
   if (p.nth == 0) return "fails with no fault injected: " + o.message;
   if (!o.injected) return "failed although the planned fault never happened: " + o.message;
   if (p.error == EINTR) return "EINTR ended the call instead of being retried: " + o.message;
-  if (!names_cause(o.message, p.error, o.how))
+  if (!names_cause(o.message, p.error, o.how, o.injected_kind))
     return std::string("the error does not name the cause (") + std::strerror(p.error) + "): " + o.message;
   return "";
 }

@@ -113,9 +113,18 @@ void check_parameters_match(const pool_layout& found, const pool_layout& wanted,
            what + "; nothing was reserved");
 }
 
+// open(2), retried while a signal interrupts it.
+int open_retrying(const char* path, int flags, mode_t mode = 0) noexcept {
+  int fd;
+  do {
+    fd = platform::sys::open(path, flags, mode);
+  } while (fd < 0 && errno == EINTR);
+  return fd;
+}
+
 // The text of a small file (/proc, /sys), or nullopt if unreadable.
 std::optional<std::string> read_small_file(const char* path) {
-  const int fd = platform::sys::open(path, O_RDONLY | O_CLOEXEC);
+  const int fd = open_retrying(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return std::nullopt;
   std::string text;
   char buf[4096];
@@ -240,7 +249,11 @@ void* map_or_throw(int fd, std::uint64_t size, const std::string& where) {
 // as a SIGBUS at first touch.  check_backing() has already refused what
 // cannot fit; this catches what changed since.
 void reserve_or_throw(int fd, std::uint64_t size, const std::string& where) {
-  if (platform::sys::ftruncate(fd, static_cast<off_t>(size)) != 0) fail_errno(errno, where, "ftruncate");
+  int rc;
+  do {
+    rc = platform::sys::ftruncate(fd, static_cast<off_t>(size));
+  } while (rc != 0 && errno == EINTR);
+  if (rc != 0) fail_errno(errno, where, "ftruncate");
   if (const int rc = platform::sys::fallocate(fd, 0, static_cast<off_t>(size)); rc != 0)
     fail_errno(rc, where, "reserving " + std::to_string(size) + " bytes");
 }
@@ -508,13 +521,13 @@ class temp_pool {
   temp_pool(const std::filesystem::path& final, const std::string& where)
       : fd_([&] {
           if (unnamed_files_publishable()) {
-            const int fd = platform::sys::open(directory_of(final).c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0666);
+            const int fd = open_retrying(directory_of(final).c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0666);
             if (fd >= 0 || (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)) return fd;
           }
           // The filesystem refuses O_TMPFILE: a uniquely named file, ours alone.
           for (unsigned attempt = 0; attempt < 100; ++attempt) {
             name_ = temporary_name(final, attempt);
-            const int fd = platform::sys::open(name_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
+            const int fd = open_retrying(name_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
             if (fd >= 0 || errno != EEXIST) {
               if (fd < 0) name_.clear();
               return fd;
@@ -716,16 +729,18 @@ std::unique_ptr<pool_core> pool_base::open_core(const std::filesystem::path& pat
                                                 std::uint64_t max_len) {
   const std::string where = path.string();
   const pool_layout wanted = layout_or_throw(v, capacity, elem_size, max_len, where);
+  int last_error = 0;
   for (int attempt = 0; attempt < max_open_attempts; ++attempt) {
     // O_NOFOLLOW: a planted symlink is refused.  O_NONBLOCK: a FIFO or device
     // planted at the path never blocks the open (refused below).
     const listed_fd fd([&] {
-      return platform::sys::open(path.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+      return open_retrying(path.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
     });
     if (fd.get() < 0) {
       const int err = errno;
       if (err != ENOENT) fail_errno(err, where, err == ELOOP ? "open (refusing to follow a symbolic link)" : "open");
       if (auto core = create_at(path, wanted, where)) return core;
+      last_error = errno;
       continue;  // another opener published first: open theirs
     }
     const struct stat st = fstat_or_throw(fd.get(), where);
@@ -734,10 +749,12 @@ std::unique_ptr<pool_core> pool_base::open_core(const std::filesystem::path& pat
     if (classify(fd.get(), static_cast<std::uint64_t>(st.st_size), where) == found::pool)
       return attach_existing(fd.get(), path, v, wanted, where);
     if (auto core = replace_placeholder(fd, path, wanted, where)) return core;
+    last_error = errno;
   }
   fail_errno(EAGAIN, where,
              "the file at the path kept changing during " + std::to_string(max_open_attempts) +
-                 " attempts to open or create the pool");
+                 " attempts to open or create the pool (the last attempt ended with: " +
+                 std::system_category().message(last_error) + ")");
 }
 
 namespace {

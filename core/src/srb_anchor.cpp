@@ -183,7 +183,11 @@ srb_process_registry* srb_publish_anchor(srb_process_registry* fresh) {
     const std::uintptr_t at = srb_anchor_candidate(i);
     // The record is complete in the file before the page can appear.
     const srb_anchor_record rec = srb_make_anchor_record(at, fresh, fresh->id().nonce);
-    if (sys::pwrite(fd, &rec, sizeof rec, 0) != static_cast<ssize_t>(sizeof rec)) {
+    ssize_t wrote;
+    do {
+      wrote = sys::pwrite(fd, &rec, sizeof rec, 0);
+    } while (wrote < 0 && errno == EINTR);
+    if (wrote != static_cast<ssize_t>(sizeof rec)) {
       const int err = errno;
       sys::close(fd);
       cannot_publish("write of the anchor record", err);
