@@ -120,7 +120,8 @@ void write_all(int fd, const void* p, std::size_t n) { (void)!::write(fd, p, n);
     write_all(fd, "ok", 2);
     ::close(fd);
     for (;;) ::pause();
-  } catch (...) {
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "env: a slot holder failed: %s\n", e.what());
     ::_exit(2);
   }
 }

@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -123,9 +124,11 @@ bool self_tag(std::uint64_t& tag, failure& f) noexcept {
     return true;
   }
   char link[128];
-  const ssize_t n = sys::readlink("/proc/self/ns/pid", link, sizeof link);
+  // thread-self: /proc/self/ns/ is unreadable once the leader has called
+  // pthread_exit, and every thread of a process shares its pid namespace.
+  const ssize_t n = sys::readlink("/proc/thread-self/ns/pid", link, sizeof link);
   if (n <= 0 || static_cast<std::size_t>(n) >= sizeof link) {
-    f = {"/proc/self/ns/pid", n < 0 ? errno : EOVERFLOW};
+    f = {"/proc/thread-self/ns/pid", n < 0 ? errno : EOVERFLOW};
     return false;
   }
   std::uint64_t h = 14695981039346656037ULL;
@@ -143,6 +146,24 @@ long ticks_per_second() noexcept {
   return hz;
 }
 
+// The time namespace this thread lives in ("time:[4026531834]" -> the
+// number), or 0 if unreadable.  thread-self works after the leader exited.
+std::uint64_t own_time_namespace() noexcept {
+  char link[64];
+  const ssize_t n = sys::readlink("/proc/thread-self/ns/time", link, sizeof link - 1);
+  if (n <= 0) return 0;
+  link[n] = '\0';
+  const char* open = std::strchr(link, '[');
+  return open == nullptr ? 0 : std::strtoull(open + 1, nullptr, 10);
+}
+
+// The last offset read, and the time namespace it was read in.  Not in the
+// wipe-on-fork page: a fork child in the same namespace may reuse it when
+// it can no longer read timens_offsets itself (the file reads empty once a
+// leader has called pthread_exit).
+std::atomic<std::uint64_t> g_offset_namespace{0};
+std::atomic<std::int64_t> g_offset_of_namespace{0};
+
 // This process's boottime offset in ticks (/proc/self/timens_offsets).  A
 // kernel without time namespaces has no such file: offset 0 — but only
 // once /proc itself is known readable (the caller has just read a stat).
@@ -156,6 +177,15 @@ bool self_boot_offset(std::int64_t& ticks, failure& f) noexcept {
   std::int64_t offset = 0;
   if (!read_whole("/proc/self/timens_offsets", buf, sizeof buf, f)) {
     if (f.err != ENOENT) return false;
+  } else if (buf[0] == '\0') {
+    // Empty: the leader is gone (pthread_exit).  Only an offset read earlier
+    // in this very namespace will do.
+    const std::uint64_t ns = own_time_namespace();
+    if (ns == 0 || ns != g_offset_namespace.load(std::memory_order_acquire)) {
+      f.err = 0;
+      return false;
+    }
+    offset = g_offset_of_namespace.load(std::memory_order_relaxed);
   } else {
     const char* line = std::strstr(buf, "boottime");
     long long sec = 0, nsec = 0;
@@ -170,6 +200,10 @@ bool self_boot_offset(std::int64_t& ticks, failure& f) noexcept {
   }
   c.boot_offset.store(offset, std::memory_order_relaxed);
   c.offset_known.store(1, std::memory_order_release);
+  if (const std::uint64_t ns = own_time_namespace(); ns != 0) {
+    g_offset_of_namespace.store(offset, std::memory_order_relaxed);
+    g_offset_namespace.store(ns, std::memory_order_release);
+  }
   ticks = offset;
   return true;
 }
