@@ -209,7 +209,13 @@ bool self_boot_offset(std::int64_t& ticks, failure& f) noexcept {
 }
 
 std::uint64_t normalised(const stat_fields& st, std::int64_t offset) noexcept {
+#if defined(SHMPOOL_MUTANT_NO_TIMENS_OFFSET)
+  // Mutant: start times as this reader's time namespace shows them.
+  (void)offset;
+  return static_cast<std::uint64_t>(st.start_ticks) & identity_start_mask;
+#else
   return static_cast<std::uint64_t>(st.start_ticks - offset) & identity_start_mask;
+#endif
 }
 
 // Computes and caches this process's identity; 0 (nothing cached) on failure.
@@ -307,6 +313,10 @@ verdict proc_liveness::judge(std::uint64_t identity) noexcept {
   std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
   stat_fields st;
   std::int64_t offset = 0;
+#if defined(SHMPOOL_MUTANT_STAT_FAILURE_IS_DEATH)
+  // Mutant: a stat that cannot be read (EMFILE, hidepid, no /proc) means dead.
+  if (!read_stat(path, st, f)) return verdict::dead;
+#endif
   if (!read_stat(path, st, f) || st.pid != pid) return verdict::unknown;
   if (try_self() == 0 || cache_.proc_is_ours.load(std::memory_order_relaxed) != proc_ours) return verdict::unknown;
   if (!self_boot_offset(offset, f)) return verdict::unknown;
@@ -314,6 +324,9 @@ verdict proc_liveness::judge(std::uint64_t identity) noexcept {
   if (!same_start(normalised(st, offset), identity_start(identity))) return verdict::dead;
   // 4. Exited, not yet reaped; a leader in Z with threads left is alive.
   if (st.state == 'X' || st.state == 'x') return verdict::dead;
+#if defined(SHMPOOL_MUTANT_ZOMBIE_LEADER_DEAD)
+  if (st.state == 'Z') return verdict::dead;  // Mutant: a leader that called pthread_exit counts as dead
+#endif
   if (st.state == 'Z' && st.num_threads <= 1) return verdict::dead;
   return verdict::alive;
 #endif
