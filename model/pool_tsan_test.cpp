@@ -1,10 +1,22 @@
 // ThreadSanitizer test of the pool: many threads on one handle, and several
 // handles (from_fd) onto one memfd.  Built against shmpool_tsan (the core's
 // sources compiled with -fsanitize=thread); TSan aborts the run on a race.
+//
+// The i64 tests touch slot data only through atomics, so TSan cannot see a
+// weakened claim (O1) or free (O5) order there: nothing plain is handed
+// over.  The PlainBytesHandOff tests hand plain bytes from a freer to the
+// next claimer; the only happens-before between them is the protocol's, so
+// a build with SHMPOOL_MUTANT=WEAK_CLAIM or WEAK_FREE_STORE reports a data
+// race here (model/README.md, "pool_tsan_test", has the figures).  A raw
+// pool, not a str pool: str_pool::set publishes its length word with a
+// release store that get() reads with acquire, which orders the bytes by
+// itself and would hide a weakened protocol.
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <chrono>
+#include <cstring>
+#include <cstdint>
 #include <thread>
 #include <vector>
 
@@ -50,6 +62,58 @@ TEST(PoolTsan, SeveralHandlesOntoOneMemfd) {
   for (auto& t : ts) t.join();
   EXPECT_EQ(first.used(), 0u);
   EXPECT_TRUE(first.check().empty());
+}
+
+// ---- plain bytes handed from a freer to the next claimer ------------------------
+
+constexpr int hand_off_threads = 16;
+constexpr int hand_off_rounds = 20000;
+constexpr std::uint64_t hand_off_slots = 64;  // one bitmap word
+
+// Every holder reads the 8-byte stamp its predecessor left, writes its own
+// with a plain store, reads it back and frees.  The stamp is plain memory,
+// so only the pool's own orders put one holder's store before the next
+// holder's load, and TSan reports any hand-off they leave unordered.
+//
+// Which orders: usually the claimer's acquire scan of the bitmap reads the
+// bit the freer cleared with its seq_cst RMW (O4), and that alone orders
+// the stamp.  But a claimer walks the free bits of one scanned word with
+// CAS after CAS; when many threads start at the same bit (one handle, one
+// start hint), its snapshot goes stale while others claim, stamp and free
+// the very slots it is about to try, and then only the FREE store (O5,
+// release) read by the claim CAS (O1, acquire) orders the stamp.  Weaken
+// either (SHMPOOL_MUTANT=WEAK_FREE_STORE / WEAK_CLAIM) and TSan sees a race.
+// try_alloc spins rather than sleeps, so no futex wake adds an order.
+int hand_off(shmpool::pool& p, std::uint64_t me) {
+  int held = 0;
+  for (int r = 0; r < hand_off_rounds; ++r) {
+    const auto i = p.try_alloc();
+    if (!i) continue;
+    ++held;
+    std::byte* stamp = p.slot(*i).data();
+    std::uint64_t before = 0;
+    std::memcpy(&before, stamp, sizeof before);  // plain load
+    EXPECT_LE(before >> 32, std::uint64_t{hand_off_threads}) << "slot " << *i << " holds a torn stamp";
+    const std::uint64_t mine = (me << 32) | static_cast<std::uint32_t>(r);
+    std::memcpy(stamp, &mine, sizeof mine);  // plain store
+    std::uint64_t after = 0;
+    std::memcpy(&after, stamp, sizeof after);
+    EXPECT_EQ(after, mine) << "slot " << *i << " written by another holder: two holders at once";
+    EXPECT_TRUE(p.free(*i));
+  }
+  return held;
+}
+
+TEST(PoolTsan, PlainBytesHandOffThroughARawPool) {
+  auto p = shmpool::pool::anonymous(hand_off_slots, sizeof(std::uint64_t));
+  std::atomic<int> held{0};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < hand_off_threads; ++t)
+    ts.emplace_back([&, t] { held += hand_off(p, static_cast<std::uint64_t>(t) + 1); });
+  for (auto& t : ts) t.join();
+  EXPECT_GT(held.load(), hand_off_threads * hand_off_rounds / 2) << "too few hand-offs to prove anything";
+  EXPECT_EQ(p.used(), 0u);
+  EXPECT_TRUE(p.check().empty());
 }
 
 }  // namespace
