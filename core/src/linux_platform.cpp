@@ -59,6 +59,7 @@ std::uint64_t crash_points_hit() noexcept { return g_crash_hits.load(); }
 
 void crash_point_hit(crash_site) noexcept {
   if (!g_crash_env_read.exchange(true)) {
+    // NOLINTNEXTLINE(concurrency-mt-unsafe): crash-point builds only; read once, at the first hit
     if (const char* at = std::getenv("SHMPOOL_CRASH_AT")) g_crash_at.store(std::strtoull(at, nullptr, 10));
   }
   const std::uint64_t hit = g_crash_hits.fetch_add(1) + 1;

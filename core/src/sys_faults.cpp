@@ -59,11 +59,11 @@ std::atomic<std::uint8_t> g_log[call_log_capacity];
 void read_environment() noexcept {
   // getenv before any thread of the scenario runs: the first counted call
   // comes from the scenario's first core call.
-  const char* at = std::getenv("SHMPOOL_FAULT_AT");
-  const char* err = std::getenv("SHMPOOL_FAULT_ERRNO");
-  const char* kind = std::getenv("SHMPOOL_FAULT_CALL");
-  const char* sticky = std::getenv("SHMPOOL_FAULT_STICKY");
-  const char* trace = std::getenv("SHMPOOL_FAULT_TRACE");
+  const char* at = std::getenv("SHMPOOL_FAULT_AT");  // NOLINT(concurrency-mt-unsafe): fault builds, read once
+  const char* err = std::getenv("SHMPOOL_FAULT_ERRNO");  // NOLINT(concurrency-mt-unsafe): fault builds, read once
+  const char* kind = std::getenv("SHMPOOL_FAULT_CALL");  // NOLINT(concurrency-mt-unsafe): fault builds, read once
+  const char* sticky = std::getenv("SHMPOOL_FAULT_STICKY");  // NOLINT(concurrency-mt-unsafe): fault builds, read once
+  const char* trace = std::getenv("SHMPOOL_FAULT_TRACE");  // NOLINT(concurrency-mt-unsafe): fault builds, read once
   if (at != nullptr) g_nth.store(std::strtoull(at, nullptr, 10));
   g_error.store(err != nullptr ? errno_from_name(err) : EIO);
   if (kind != nullptr)
