@@ -23,7 +23,7 @@ using shm_platform = platform::linux_platform;
 // "SHMPOOL" + format generation, little-endian.
 inline constexpr std::uint64_t pool_magic = 0x314C4F4F504D4853ULL;       // "SHMPOOL1"
 inline constexpr std::uint64_t pool_init_magic = 0x54494E49504D4853ULL;  // "SHMPINIT": creator at work
-inline constexpr std::uint32_t format_version = 1;
+inline constexpr std::uint32_t format_version = 2;  // 2: waiter entries replace the waiter count
 
 inline constexpr std::uint64_t header_bytes = 128;
 inline constexpr std::uint64_t control_offset = 128;
