@@ -423,7 +423,7 @@ struct DataOp : cmd<T>, handle_choice<T> {
 // ---- whole pool ------------------------------------------------------------------------
 
 // reset() frees every slot whoever holds it; the counters stay (frees grows
-// by the slots it freed, since frees = allocs - used).
+// by the slots it freed: quiescent, frees = allocs - used).
 template <class T>
 struct Reset : cmd<T>, handle_choice<T> {
   void run(const no_state&, pool_sut<T>& sut) const override {
@@ -540,7 +540,7 @@ RC_GTEST_PROP(PoolModel, RawMemfdAgreesWithModel, ()) { check_variant<raw_traits
 
 // Regression pin for a finding of the model (see README): stats().allocs is
 // documented as "successful allocations, ever", but an alloc_n that fails
-// counts the claims it rolled back.  Fails until the core is fixed.
+// counts the claims it rolled back.  Fixed: allocs rises only at publish (I6).
 TEST(PoolModelRegression, StatsAllocsCountsOnlySuccessfulAllocations) {
   auto p = shmpool::i64_pool::anonymous(4);
   ASSERT_TRUE(p.try_alloc().has_value());

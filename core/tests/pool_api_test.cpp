@@ -484,7 +484,7 @@ TEST(PoolApi, Misuse_MovedFromHandleThrowsInvalidHandleOrReturnsNeutralValues) {
 #if !defined(SHMPOOL_SEED_API)
   EXPECT_TRUE(q.valid());
   EXPECT_FALSE(p.valid());  // NOLINT(bugprone-use-after-move): the point of the test
-  EXPECT_EQ(error_code_of([&] { (void)p.free_if_mine(0); }), errc::invalid_handle);
+  EXPECT_EQ(error_code_of([&] { (void)p.free_if_mine(0); }), shmpool::errc::invalid_handle);
 #endif
   using shmpool::errc;
   EXPECT_EQ(error_code_of([&] { (void)p.alloc(); }), errc::invalid_handle);

@@ -2,7 +2,7 @@
 // field by field; this header is the single definition.
 //
 //   offset 0    pool_header   immutable after initialisation (128 bytes)
-//   offset 128  pool_control  waiters | wake_seq | slow-path counters, one line each
+//   offset 128  pool_control  waiter entries | wake_seq | slow-path counters, one line each
 //   offset 320  bitmap        bitmap_words(capacity) words, one per 64-byte line
 //   then        slot meta     capacity x {slot word, alloc count}, 16 bytes each
 //   then        data          capacity x elem_size bytes, 64-byte aligned
