@@ -497,7 +497,7 @@ struct ForgeWord : cmd<T> {
     RC_ASSERT(pid != 0);
     auto next = m;
     next.foreign[s] = foreign_slot<typename T::value>{state, bit(), who, pid, std::nullopt};
-    ++next.allocs;
+    if (state != slot_state::claiming) ++next.allocs;  // counted at publish (I6)
     commit(next, sut);
   }
   void show(std::ostream& os) const override {

@@ -364,6 +364,15 @@ class slot_protocol {
     std::uint64_t allocs = 0, frees = 0;
   };
   counters monotonic_counters() {
+    counters c = counters_seen();
+    std::uint64_t mark = P::load(v_.control->frees_mark, mo::relaxed);
+    while (mark < c.frees && !P::cas(v_.control->frees_mark, mark, c.frees, mo::relaxed)) {
+    }
+    return c;
+  }
+  // The same reading without raising the mark (read-only mappings, e.g. the
+  // CLI): never below what a monotonic_counters() before it returned.
+  counters counters_seen() const {
     counters c;
     std::uint64_t bound = 0;
     for (std::uint64_t s = 0; s < v_.capacity; ++s) {
@@ -372,11 +381,9 @@ class slot_protocol {
       c.allocs += a;
       bound += held && a != 0 ? a - 1 : a;
     }
-    std::uint64_t mark = P::load(v_.control->frees_mark, mo::relaxed);
-    while (mark < bound && !P::cas(v_.control->frees_mark, mark, bound, mo::relaxed)) {
-    }
+    const std::uint64_t mark = P::load(v_.control->frees_mark, mo::relaxed);
     c.frees = mark > bound ? mark : bound;
-    if (c.allocs < c.frees) c.allocs = c.frees;  // the mark may come from a later read elsewhere
+    if (c.allocs < c.frees) c.allocs = c.frees;  // the mark may come from a later reading elsewhere
     return c;
   }
 
