@@ -229,9 +229,7 @@ struct pool_model {
   }
   // Allocations counted and not yet ended: ALLOCATED and RELEASING words (a
   // forged CLAIMING word died before its count, I6), so frees = allocs -
-  // this.  stats() computes a lower bound that counts a CLAIMING word as
-  // possibly counted; its CAS-max mark, raised by the stats() that runs
-  // after every command (while the slot was still FREE), makes it exact.
+  // this, as stats() computes it.
   std::uint64_t allocations_outstanding() const {
     std::uint64_t n = held.size();
     for (const auto& [s, f] : foreign) n += f.state != slot_state::claiming ? 1 : 0;

@@ -48,8 +48,10 @@
 //       and I2 make it equal the number of ALLOCATED words (check()).
 //   I6  allocs of a slot changes only while its word is CLAIMING(me), by +1,
 //       just before the publish: it never decreases, and a slot holds at most
-//       one counted allocation not yet freed (none when its word is FREE).
-//       Hence allocs - (word != FREE) is a lower bound of the slot's frees.
+//       one counted allocation not yet freed: none when its word is FREE or
+//       CLAIMING (but for the step between the count and the publish), one
+//       when ALLOCATED or RELEASING.  Hence allocs - (word is ALLOCATED or
+//       RELEASING) is the slot's frees, ahead by one only inside that step.
 //   I7  a waiter entry names a thread's process; it is set (0 -CAS-> me) and
 //       cleared only by that thread, or cleared by recovery when the
 //       identity is certainly dead (or is no identity at all).
@@ -355,11 +357,13 @@ class slot_protocol {
 
   // allocs and frees, both monotonic across calls and processes.  allocs is
   // the sum of the per-slot counts (each monotonic, I6).  frees: each slot
-  // contributes allocs - (word != FREE), a lower bound of its frees at the
+  // contributes allocs - (word is ALLOCATED or RELEASING), its frees at the
   // time of the read (I6; allocs is read first, and its acquire pairs with
-  // the claimant's release so a later word read is no older than the claim);
-  // the sum is raised into frees_mark by CAS-max, so a later call, in any
-  // process, never returns less.  Exact when no operation is in flight.
+  // the claimant's release so a later word read is no older than the
+  // count), ahead by one for a claimant between its count and its publish
+  // (a claimant killed there: until recovery frees its slot).  The sum is
+  // raised into frees_mark by CAS-max, so a later call, in any process,
+  // never returns less.  Exact when no operation is in flight.
   struct counters {
     std::uint64_t allocs = 0, frees = 0;
   };
@@ -377,9 +381,10 @@ class slot_protocol {
     std::uint64_t bound = 0;
     for (std::uint64_t s = 0; s < v_.capacity; ++s) {
       const std::uint64_t a = P::load(v_.meta[s].allocs, mo::acquire);
-      const bool held = P::load(v_.meta[s].word, mo::acquire) != 0;
+      const slot_state st = state_of(P::load(v_.meta[s].word, mo::acquire));
+      const bool outstanding = st == slot_state::allocated || st == slot_state::releasing;
       c.allocs += a;
-      bound += held && a != 0 ? a - 1 : a;
+      bound += outstanding && a != 0 ? a - 1 : a;
     }
     const std::uint64_t mark = P::load(v_.control->frees_mark, mo::relaxed);
     c.frees = mark > bound ? mark : bound;
