@@ -165,7 +165,7 @@ inline std::uint64_t demanded_elem_size(std::uint32_t variant, std::uint64_t max
 inline std::optional<format_layout> format_says_valid(const std::uint8_t* region, std::size_t size) {
   if (size < 128) return std::nullopt;
   const auto get = [&](std::size_t off, std::size_t n = 8) { return read_le(region + off, n); };
-  if (get(field::magic) != 0x314C4F4F504D4853ULL || get(field::format, 4) != 0x01020805u) return std::nullopt;
+  if (get(field::magic) != 0x314C4F4F504D4853ULL || get(field::format, 4) != 0x02020805u) return std::nullopt;
   const auto variant = static_cast<std::uint32_t>(get(field::variant, 4));
   if (variant < 1 || variant > 5 || get(field::checksum) != fnv_checksum(region)) return std::nullopt;
   const std::uint64_t cap = get(field::capacity), elem = get(field::elem_size), max_len = get(field::max_len);

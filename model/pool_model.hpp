@@ -227,6 +227,14 @@ struct pool_model {
     for (const auto& [s, f] : foreign) n += f.bit ? 1 : 0;
     return n;
   }
+  // Allocations counted and not yet ended: ALLOCATED and RELEASING words (a
+  // forged CLAIMING word died before its count, I6), so frees = allocs -
+  // this, as stats() computes it.
+  std::uint64_t allocations_outstanding() const {
+    std::uint64_t n = held.size();
+    for (const auto& [s, f] : foreign) n += f.state != slot_state::claiming ? 1 : 0;
+    return n;
+  }
   bool allocated(slot_index s) const {
     return held.count(s) || (foreign.count(s) && foreign.at(s).state == slot_state::allocated);
   }
@@ -427,8 +435,9 @@ struct pool_sut {
 
   // Writes, into the vacant slot s, the slot word (and bitmap bit, and alloc
   // count) that an owner of kind `who` would have left had it died in
-  // `state`: a claimant bumps the slot's alloc count before setting its bit
-  // (slot_protocol.hpp try_claim), so every forged word counts one alloc.
+  // `state`: a claimant bumps the slot's alloc count just before it
+  // publishes (slot_protocol.hpp publish_claim, I6), so a forged ALLOCATED
+  // or RELEASING word counts one alloc and a forged CLAIMING word none.
   // Goes through a mapping of our own, placed by the pool's header.
   // Returns the owner's pid, as owner() reports it (0: s was not vacant).
   pid_t forge(slot_index s, owner_kind who, slot_state state, bool bit) {
@@ -452,7 +461,7 @@ struct pool_sut {
       ::munmap(base, hdr.total_size);
       return 0;
     }
-    meta.allocs.fetch_add(1);
+    if (state != slot_state::claiming) meta.allocs.fetch_add(1);
     if (bit) bits.fetch_or(std::uint64_t{1} << (s % 64));
     meta.word.store(detail::make_slot_word(state, id));
     ::munmap(base, hdr.total_size);
@@ -492,7 +501,7 @@ void expect_same(const pool_model<T>& m, pool_sut<T>& sut) {
     RC_ASSERT(st.available == model_capacity - m.used());
     RC_ASSERT(st.waiters == 0u);
     RC_ASSERT(st.allocs == m.allocs);
-    RC_ASSERT(st.frees == m.allocs - m.used());
+    RC_ASSERT(st.frees == m.allocs - m.allocations_outstanding());
     RC_ASSERT(st.waits == m.waits);
     RC_ASSERT(st.timeouts == m.timeouts);
     RC_ASSERT(st.recoveries == m.recoveries);

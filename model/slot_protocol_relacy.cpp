@@ -10,7 +10,8 @@
 //              process allocated), re-allocs, writes, frees; T2 allocs,
 //              writes, frees.  Asserts: slot data (an rl::var) is
 //              never raced on (each owner's accesses happen-before the next
-//              owner's, through publish -> mark -> free_store -> claim), no
+//              owner's, through publish -> mark -> free_store -> claim;
+//              T2 frees through free_if_held, the guards' checked free), no
 //              slot owned twice (owner tag read back), and after a final
 //              survivor's recovery check() empty and used() == 0.
 //   wakeup     2 threads, capacity 1, blocking alloc (T0) and alloc_n (T1),
@@ -76,7 +77,8 @@ struct shared_pool {
       m.word.store(0, rl::mo_relaxed, $);
       m.allocs.store(0, rl::mo_relaxed, $);
     }
-    control.waiters.store(0, rl::mo_relaxed, $);
+    for (auto& w : control.waiter) w.store(0, rl::mo_relaxed, $);
+    control.frees_mark.store(0, rl::mo_relaxed, $);
     control.wake_seq.store(0, rl::mo_relaxed, $);
     control.waits.store(0, rl::mo_relaxed, $);
     control.timeouts.store(0, rl::mo_relaxed, $);
@@ -137,7 +139,10 @@ struct handover_model : rl::test_suite<handover_model<O>, 3> {
   void take_and_release(slot_protocol<P, O>& proto, unsigned me) {
     if (auto s = proto.alloc(0, 0)) {
       pool.use_slot(*s, me);
-      RL_ASSERT(proto.free(*s));
+      // T2 frees through the checked release a guard uses (its own
+      // allocation, by generation); T1 through the plain free.
+      if (me == 2) RL_ASSERT(proto.free_if_held(*s, P::self_identity(), proto.generation(*s)));
+      else RL_ASSERT(proto.free(*s));
     }
   }
   void after() {

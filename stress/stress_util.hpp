@@ -88,12 +88,18 @@ class raw_pool_view {
   void forge_bit(std::uint64_t slot) {
     bitmap_[(slot / 64) * 8].fetch_or(std::uint64_t{1} << (slot % 64), std::memory_order_acq_rel);
   }
-  std::uint32_t waiters() const { return control_waiters_->load(std::memory_order_acquire); }
+  // Waiter entries in use (format 2: one identity per registered waiter).
+  std::uint32_t waiters() const {
+    std::uint32_t n = 0;
+    for (unsigned k = 0; k < shmpool::detail::waiter_slots; ++k)
+      n += control_waiters_[k].load(std::memory_order_acquire) != 0;
+    return n;
+  }
 
  private:
   std::atomic<std::uint64_t>* meta_ = nullptr;
   std::atomic<std::uint64_t>* bitmap_ = nullptr;  // one word per 64-byte line: stride 8
-  const std::atomic<std::uint32_t>* control_waiters_ = nullptr;
+  const std::atomic<std::uint64_t>* control_waiters_ = nullptr;
   std::uint64_t capacity_ = 0;
 };
 

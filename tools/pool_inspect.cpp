@@ -74,7 +74,7 @@ pool_file::~pool_file() {
 }
 
 // The protocol over a PROT_READ mapping.  Only its const members are used
-// (check, used, word, total_allocs), and they only load.
+// (check, used, word, waiters, counters_seen), and they only load.
 detail::slot_protocol<P> pool_file::protocol() const noexcept {
   auto* base = static_cast<std::byte*>(base_);
   detail::pool_view<P> v;
@@ -102,10 +102,11 @@ pool_stats pool_file::stats() const {
   s.elem_size = layout_.elem_size;
   s.used = proto.used();
   s.available = s.capacity - s.used;
-  s.waiters = c.waiters.load(std::memory_order_relaxed);
+  s.waiters = proto.waiters();
   s.mmap_size = layout_.total_size;
-  s.allocs = proto.total_allocs();
-  s.frees = s.allocs >= s.used ? s.allocs - s.used : 0;
+  const auto counted = proto.counters_seen();  // read-only: does not raise the frees mark
+  s.allocs = counted.allocs;
+  s.frees = counted.frees;
   s.waits = c.waits.load(std::memory_order_relaxed);
   s.timeouts = c.timeouts.load(std::memory_order_relaxed);
   s.recoveries = c.recoveries.load(std::memory_order_relaxed);

@@ -18,6 +18,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <mutex>
+#include <shared_mutex>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
@@ -343,9 +345,9 @@ class pool_core {
   pool_core(const pool_core&) = delete;
   pool_core& operator=(const pool_core&) = delete;
   ~pool_core() {
-    ::munmap(base_, layout_.total_size);
-    if (fd_ >= 0) ::close(fd_);
-    if (eventfd_owned_ && eventfd_ >= 0) ::close(eventfd_);
+    platform::sys::munmap(base_, layout_.total_size);
+    if (fd_ >= 0) platform::sys::close(fd_);
+    if (eventfd_owned_ && eventfd_ >= 0) platform::sys::close(eventfd_);
   }
 
   static pool_view<shm_platform> view_of(std::byte* base, const pool_layout& l) noexcept {
@@ -389,8 +391,12 @@ class pool_core {
   std::optional<std::filesystem::path> path_;
   std::atomic<std::uint64_t> start_slot_{0};
   std::atomic<std::uint64_t> start_owner_{0};
+  // The eventfd state, one unit: written only under the exclusive lock;
+  // notify/consume hold the shared lock while they use the fd, so an fd is
+  // never closed under them.  eventfd_ is atomic only for fileno().
+  mutable std::shared_mutex eventfd_lock_;
   std::atomic<int> eventfd_{-1};
-  bool eventfd_owned_ = false;
+  bool eventfd_owned_ = false;  // guarded by eventfd_lock_
 };
 
 // ---- factories ---------------------------------------------------------------
@@ -827,164 +833,220 @@ pool_base::pool_base(std::unique_ptr<pool_core> core) noexcept : core_(std::move
   hot_.meta = reinterpret_cast<const std::atomic<std::uint64_t>*>(core_->base_ + core_->layout_.meta_offset);
   hot_.capacity = core_->layout_.capacity;
   hot_.elem_size = core_->layout_.elem_size;
+  variant_ = static_cast<pool_variant>(core_->layout_.variant);
 }
 
-void pool_base::throw_out_of_range(slot_index i) const { core_->check_index(i); std::abort(); }
+[[noreturn]] void throw_nan_timeout() {
+  throw std::invalid_argument("shmpool: timeout is NaN (use a finite duration, or +infinity to wait forever)");
+}
+
+pool_core& pool_base::live() const {
+  if (core_ == nullptr) [[unlikely]]
+    throw error(make_error_code(errc::invalid_handle), "shmpool: use of a moved-from pool handle");
+  return *core_;
+}
+
+// A moved-from handle has capacity 0 in hot_, so every data access lands here.
+void pool_base::throw_out_of_range(slot_index i) const { live().check_index(i); std::abort(); }
 void pool_base::throw_not_allocated(slot_index i) const {
   throw std::logic_error("shmpool: slot " + std::to_string(i) + " is not allocated");
 }
 pool_base::pool_base(pool_base&& other) noexcept
-    : core_(std::move(other.core_)), hot_(std::exchange(other.hot_, hot_view{})) {}
+    : core_(std::move(other.core_)), hot_(std::exchange(other.hot_, hot_view{})), variant_(other.variant_) {}
 pool_base& pool_base::operator=(pool_base&& other) noexcept {
-  core_ = std::move(other.core_);
-  hot_ = std::exchange(other.hot_, hot_view{});
+  if (this != &other) {
+    // Guards of the old pool share its core, so they stay valid (and free
+    // into the old mapping) after this.
+    core_ = std::move(other.core_);
+    hot_ = std::exchange(other.hot_, hot_view{});
+    variant_ = other.variant_;
+  }
   return *this;
 }
 pool_base::~pool_base() = default;
 
 std::optional<slot_index> pool_base::alloc_for_ns(std::int64_t timeout_ns) {
-  auto got = core_->proto_.alloc(timeout_ns, core_->start_slot());
-  if (got) core_->remember_slot(*got);
+  pool_core& c = live();
+  auto got = c.proto_.alloc(timeout_ns, c.start_slot());
+  if (got) c.remember_slot(*got);
   return got;
 }
 
 bool pool_base::free(slot_index i) {
-  core_->check_index(i);
-  return core_->proto_.free(i);
+  pool_core& c = live();
+  c.check_index(i);
+  return c.proto_.free(i);
+}
+
+bool pool_base::free_if_mine(slot_index i) {
+  pool_core& c = live();
+  c.check_index(i);
+  return c.proto_.free_if_held(i, platform::proc_liveness::self(), /*generation: any*/ 0);
 }
 
 std::optional<std::vector<slot_index>> pool_base::alloc_n_for_ns(std::size_t n, std::int64_t timeout_ns) {
+  pool_core& c = live();
   if (n == 0) return std::vector<slot_index>{};
-  if (n > core_->layout_.capacity)
+  if (n > c.layout_.capacity)
     throw std::invalid_argument("shmpool: alloc_n(" + std::to_string(n) + ") exceeds the capacity " +
-                                std::to_string(core_->layout_.capacity) + " and could never succeed");
-  return core_->proto_.alloc_n(n, timeout_ns, core_->start_slot());
+                                std::to_string(c.layout_.capacity) + " and could never succeed");
+  return c.proto_.alloc_n(n, timeout_ns, c.start_slot());
 }
 
 std::size_t pool_base::free_n(std::span<const slot_index> slots) {
-  for (const slot_index i : slots) core_->check_index(i);  // all or nothing on bad input
-  return core_->proto_.free_n(slots);
+  pool_core& c = live();
+  for (const slot_index i : slots) c.check_index(i);  // all or nothing on bad input
+  return c.proto_.free_n(slots);
 }
 
-std::optional<slot_guard> pool_base::guard_of(std::optional<slot_index> i) noexcept {
+// The guard records who allocated and which allocation (the slot's
+// generation, stable while we hold it), so it frees that allocation only.
+std::optional<slot_guard> pool_base::guard_of(std::optional<slot_index> i) {
   if (!i) return std::nullopt;
-  return slot_guard(core_.get(), *i);
+  return slot_guard(core_, *i, platform::proc_liveness::self(), core_->proto_.generation(*i));
 }
 
 std::span<std::byte> pool_base::slot(slot_index i) const {
-  core_->check_index(i);
-  return {core_->data(i), core_->layout_.elem_size};
+  pool_core& c = live();
+  c.check_index(i);
+  return {c.data(i), c.layout_.elem_size};
 }
-void* pool_base::data_ptr() const noexcept { return core_->base_ + core_->layout_.data_offset; }
+void* pool_base::data_ptr() const noexcept { return core_ ? core_->base_ + core_->layout_.data_offset : nullptr; }
 
-std::uint64_t pool_base::max_len_of() const noexcept { return core_->layout_.max_len; }
+std::uint64_t pool_base::max_len_of() const noexcept { return core_ ? core_->layout_.max_len : 0; }
 
 bool pool_base::is_allocated(slot_index i) const {
-  core_->check_index(i);
-  return core_->proto_.is_allocated(i);
+  pool_core& c = live();
+  c.check_index(i);
+  return c.proto_.is_allocated(i);
 }
-std::uint64_t pool_base::capacity() const noexcept { return core_->layout_.capacity; }
-std::uint64_t pool_base::elem_size() const noexcept { return core_->layout_.elem_size; }
-std::uint64_t pool_base::used() const { return core_->proto_.used(); }
-pool_variant pool_base::variant() const noexcept { return static_cast<pool_variant>(core_->layout_.variant); }
+std::uint64_t pool_base::capacity() const noexcept { return core_ ? core_->layout_.capacity : 0; }
+std::uint64_t pool_base::elem_size() const noexcept { return core_ ? core_->layout_.elem_size : 0; }
+std::uint64_t pool_base::used() const { return live().proto_.used(); }
+pool_variant pool_base::variant() const noexcept { return variant_; }
 
 pid_t pool_base::owner(slot_index i) const {
-  core_->check_index(i);
-  const std::uint64_t w = core_->proto_.word(i);
+  pool_core& c = live();
+  c.check_index(i);
+  const std::uint64_t w = c.proto_.word(i);
   return w == 0 ? 0 : platform::identity_pid(identity_of(w));
 }
 
 std::vector<slot_index> pool_base::allocated_slots() const {
+  pool_core& c = live();
   std::vector<slot_index> out;
-  for (slot_index i = 0; i < core_->layout_.capacity; ++i)
-    if (core_->proto_.is_allocated(i)) out.push_back(i);
+  for (slot_index i = 0; i < c.layout_.capacity; ++i)
+    if (c.proto_.is_allocated(i)) out.push_back(i);
   return out;
 }
 
+// Counters: pool_stats says what each means; monotonic_counters() why
+// allocs and frees never step back (slot_protocol.hpp, I6).
 pool_stats pool_base::stats() const {
-  auto& c = core_->control();
+  pool_core& core = live();
+  auto& c = core.control();
   pool_stats s;
-  s.capacity = core_->layout_.capacity;
-  s.elem_size = core_->layout_.elem_size;
-  s.used = core_->proto_.used();
+  s.capacity = core.layout_.capacity;
+  s.elem_size = core.layout_.elem_size;
+  s.used = core.proto_.used();
   s.available = s.capacity - s.used;
-  s.waiters = c.waiters.load(std::memory_order_relaxed);
-  s.mmap_size = core_->layout_.total_size;
-  s.allocs = core_->proto_.total_allocs();
-  s.frees = s.allocs >= s.used ? s.allocs - s.used : 0;
+  s.waiters = core.proto_.waiters();
+  s.mmap_size = core.layout_.total_size;
+  const auto counted = core.proto_.monotonic_counters();
+  s.allocs = counted.allocs;
+  s.frees = counted.frees;
   s.waits = c.waits.load(std::memory_order_relaxed);
   s.timeouts = c.timeouts.load(std::memory_order_relaxed);
   s.recoveries = c.recoveries.load(std::memory_order_relaxed);
   return s;
 }
 
-std::size_t pool_base::recover_stale() { return core_->proto_.recover_stale(); }
+std::size_t pool_base::recover_stale() { return live().proto_.recover_stale(); }
 std::size_t pool_base::release_owner(pid_t pid) {
   if (pid <= 0) throw std::invalid_argument("shmpool: release_owner(" + std::to_string(pid) + "): not a pid");
-  return core_->proto_.release_owner(pid);
+  return live().proto_.release_owner(pid);
 }
-void pool_base::reset() { core_->proto_.reset(); }
+void pool_base::reset() { live().proto_.reset(); }
 
 std::vector<std::string> pool_base::check() const {
+  pool_core& c = live();
   std::vector<std::string> problems;
   pool_header now{};
-  std::memcpy(&now, core_->base_, sizeof now);
-  const header_verdict verdict = validate_header(now, core_->layout_.total_size);
+  std::memcpy(&now, c.base_, sizeof now);
+  const header_verdict verdict = validate_header(now, c.layout_.total_size);
   if (!verdict.layout) {
     problems.emplace_back(std::string("header: ") + verdict.what);
   } else {
     const pool_layout& l = *verdict.layout;
-    const pool_layout& k = core_->layout_;
+    const pool_layout& k = c.layout_;
     if (l.variant != k.variant || l.capacity != k.capacity || l.elem_size != k.elem_size || l.max_len != k.max_len)
       problems.emplace_back("header: changed since this handle opened it");
   }
-  for (auto& p : core_->proto_.check()) problems.push_back(std::move(p));
+  for (auto& p : c.proto_.check()) problems.push_back(std::move(p));
   return problems;
 }
 
-const std::optional<std::filesystem::path>& pool_base::path() const noexcept { return core_->path_; }
-int pool_base::memfd() const noexcept { return core_->fd_; }
+const std::optional<std::filesystem::path>& pool_base::path() const noexcept {
+  static const std::optional<std::filesystem::path> none;
+  return core_ ? core_->path_ : none;
+}
+int pool_base::memfd() const noexcept { return core_ ? core_->fd_ : -1; }
 
 void pool_base::sync() const {
-  if (::msync(core_->base_, core_->layout_.total_size, MS_SYNC) != 0)
-    fail_errno(errno, core_->path_ ? core_->path_->string() : "pool", "msync");
+  pool_core& c = live();
+  if (platform::sys::msync(c.base_, c.layout_.total_size, MS_SYNC) != 0)
+    fail_errno(errno, c.path_ ? c.path_->string() : "pool", "msync");
 }
 
-bool pool_base::unlink() const { return core_->path_ && ::unlink(core_->path_->c_str()) == 0; }
+bool pool_base::unlink() const {
+  pool_core& c = live();
+  return c.path_ && platform::sys::unlink(c.path_->c_str()) == 0;
+}
+
+// ---- eventfd: one unit under eventfd_lock_ (pool.hpp says every order) ----
 
 int pool_base::eventfd() {
-  int fd = core_->eventfd_.load();
-  if (fd >= 0) return fd;
-  fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  pool_core& c = live();
+  std::unique_lock lock(c.eventfd_lock_);
+  if (const int fd = c.eventfd_.load(); fd >= 0) return fd;
+  const int fd = platform::sys::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (fd < 0) fail_errno(errno, "pool", "eventfd");
-  int expected = -1;
-  if (!core_->eventfd_.compare_exchange_strong(expected, fd)) {
-    ::close(fd);  // another thread won
-    return expected;
-  }
-  core_->eventfd_owned_ = true;
+  c.eventfd_.store(fd);
+  c.eventfd_owned_ = true;
   return fd;
 }
 
 void pool_base::eventfd_set(int fd) {
-  const int old = core_->eventfd_.exchange(fd);
-  if (core_->eventfd_owned_ && old >= 0 && old != fd) ::close(old);
-  core_->eventfd_owned_ = false;
+  pool_core& c = live();
+  if (fd < -1) throw std::invalid_argument("shmpool: eventfd_set(" + std::to_string(fd) + "): not an fd (-1 detaches)");
+  if (fd >= 0 && platform::sys::fcntl(fd, F_GETFD) < 0)
+    throw std::invalid_argument("shmpool: eventfd_set(" + std::to_string(fd) + "): not an open fd");
+  std::unique_lock lock(c.eventfd_lock_);
+  const int old = c.eventfd_.load();
+  if (fd == old) return;  // e.g. eventfd_set(fileno()): ownership unchanged
+  // No notify/consume is inside the fd now (they hold the shared lock).
+  if (c.eventfd_owned_ && old >= 0) platform::sys::close(old);
+  c.eventfd_.store(fd);
+  c.eventfd_owned_ = false;
 }
 
-int pool_base::fileno() const noexcept { return core_->eventfd_.load(); }
+int pool_base::fileno() const noexcept { return core_ ? core_->eventfd_.load() : -1; }
 
 bool pool_base::notify() const {
-  const int fd = core_->eventfd_.load();
+  pool_core& c = live();
+  std::shared_lock lock(c.eventfd_lock_);
+  const int fd = c.eventfd_.load();
   if (fd < 0) return false;
   const std::uint64_t one = 1;
-  return ::write(fd, &one, sizeof one) == sizeof one;
+  return platform::sys::write(fd, &one, sizeof one) == sizeof one;
 }
 
 std::uint64_t pool_base::eventfd_consume() const {
-  const int fd = core_->eventfd_.load();
+  pool_core& c = live();
+  std::shared_lock lock(c.eventfd_lock_);
+  const int fd = c.eventfd_.load();
   std::uint64_t count = 0;
-  if (fd < 0 || ::read(fd, &count, sizeof count) != sizeof count) return 0;
+  if (fd < 0 || platform::sys::read(fd, &count, sizeof count) != sizeof count) return 0;
   return count;
 }
 
@@ -992,17 +1054,31 @@ std::uint64_t pool_base::eventfd_consume() const {
 
 // ---- slot_guard -----------------------------------------------------------------
 
+// Frees only the allocation the guard was given (slot_protocol free_if_held):
+// nothing in a fork child, nothing if the slot changed hands meanwhile.
+// A process that cannot tell its own identity (a fork child at its fd
+// limit: the guard's owner computed one to allocate, so this is not it)
+// frees nothing: the slot stays held, the conservative answer.
+void slot_guard::free_now() noexcept {
+  if (core_ == nullptr) return;
+  try {
+    core_->proto_.free_if_held(index_, owner_, generation_);
+  } catch (const error&) {  // NOLINT(bugprone-empty-catch): identity_unavailable, see above
+  }
+  core_.reset();
+}
+
 slot_guard& slot_guard::operator=(slot_guard&& other) noexcept {
   if (this != &other) {
-    if (core_ != nullptr) core_->proto_.free(index_);
-    core_ = std::exchange(other.core_, nullptr);
+    free_now();
+    core_ = std::move(other.core_);
     index_ = other.index_;
+    owner_ = other.owner_;
+    generation_ = other.generation_;
   }
   return *this;
 }
-slot_guard::~slot_guard() {
-  if (core_ != nullptr) core_->proto_.free(index_);
-}
+slot_guard::~slot_guard() { free_now(); }
 
 // ---- variants ---------------------------------------------------------------------
 
@@ -1027,10 +1103,12 @@ SHMPOOL_FACTORIES(str_pool, pool_variant::str, SHMPOOL_COMMA std::uint64_t max_l
 
 std::span<const std::byte> pool::get(slot_index i) const { return {data_of_allocated(i), elem_size()}; }
 
+// memmove: the source may be a view of this very slot; n == 0 touches no
+// source pointer (an empty span's data() may be null).
 void pool::set(slot_index i, std::span<const std::byte> bytes) {
   std::byte* p = data_of_allocated(i);
   const std::size_t n = bytes.size() < elem_size() ? bytes.size() : elem_size();
-  std::memcpy(p, bytes.data(), n);
+  if (n != 0) std::memmove(p, bytes.data(), n);
   std::memset(p + n, 0, elem_size() - n);
 }
 
@@ -1054,7 +1132,7 @@ std::string str_pool::get(slot_index i) const {
 void str_pool::set(slot_index i, std::string_view s) {
   std::byte* p = data_of_allocated(i);
   const std::size_t n = s.size() < max_len() ? s.size() : max_len();
-  std::memcpy(p + 4, s.data(), n);
+  if (n != 0) std::memmove(p + 4, s.data(), n);  // s may overlap the slot; may be null when empty
   std::atomic_ref<std::uint32_t>(*reinterpret_cast<std::uint32_t*>(p)).store(static_cast<std::uint32_t>(n),
                                                                            std::memory_order_release);
 }

@@ -28,11 +28,36 @@
 //     owners are identified by pid + start time (PID reuse is harmless).
 //   - Bounds come from the handle (validated at open), never from the
 //     mapping: a corrupted region yields errors or wrong values, not crashes.
-//   - One handle may be used by many threads at once; handles are move-only.
+//   - One handle may be used by many threads at once, every member included
+//     (the eventfd members too: see "eventfd" below); handles are move-only.
+//   - A blocking wait (alloc, alloc_n with or without a timeout) sleeps on a
+//     futex and costs no CPU while nothing is freed; an alloc_n that rolls
+//     back a partial batch never wakes itself (slot_protocol.hpp, W2).
+//
+// CONCURRENT DATA ACCESS (per member; the typed atomics are the exception)
+//   i64/i32 get/set/cas/... and f64 get/set: one atomic access each.
+//   pool::get returns a view into the slot: reading it while another thread
+//     or process runs set() on the same slot sees any mix of old and new
+//     bytes; pool::set of one slot from two writers at once leaves any
+//     byte-wise mix.  Ordering the data of one slot is the application's.
+//   str_pool::get/set are NOT atomic as a unit: a get concurrent with a set
+//     of the same slot may return a mix (the length of one value with bytes
+//     of both), but never more than max_len() bytes and never bytes outside
+//     the slot; two concurrent sets may leave such a mix.  Without a
+//     concurrent set of that slot, get returns exactly the last value set.
+//
+// MOVED-FROM HANDLES
+//   valid() is false.  Every member that can throw throws
+//   shmpool::error(errc::invalid_handle); the noexcept ones return a neutral
+//   value (capacity/elem_size/max_len 0, data_ptr nullptr, memfd/fileno -1,
+//   path empty; variant() keeps the variant of the type).  Assigning a new
+//   pool to it makes it valid again.
 //
 // ERRORS
 //   index >= capacity            std::out_of_range
 //   data access to a free slot   std::logic_error
+//   NaN timeout, bad eventfd     std::invalid_argument
+//   use of a moved-from handle   shmpool::error (errc::invalid_handle)
 //   create/open/attach failures  shmpool::error (names the file/fd and why)
 //   own identity unknowable      shmpool::error, errc::identity_unavailable, from
 //                                every call that writes an owner (alloc*, free*,
@@ -62,19 +87,27 @@ namespace shmpool {
 
 using slot_index = std::uint64_t;
 
-// The seed's diagnostic counters.  Approximate while operations are in flight.
+// The seed's diagnostic counters, shared by every process using the pool.
+// Counters (allocs, frees, waits, timeouts, recoveries) never decrease from
+// one stats() call to a later one, in any process: read while operations
+// are in flight they may lag, never step back.  Gauges (used, available,
+// waiters) go up and down.  Exact when no operation is in flight.
 struct pool_stats {
   std::uint64_t capacity = 0;    // slots (immutable)
   std::uint64_t elem_size = 0;   // bytes per slot (immutable)
-  std::uint64_t used = 0;        // allocated slots
-  std::uint64_t available = 0;   // capacity - used
-  std::uint64_t waiters = 0;     // processes blocked in alloc
+  std::uint64_t used = 0;        // gauge: slots allocated or being claimed/released
+  std::uint64_t available = 0;   // gauge: capacity - used
+  std::uint64_t waiters = 0;     // gauge: threads registered asleep in alloc/alloc_n (at most 8;
+                                 //   more poll unregistered).  One killed asleep counts until
+                                 //   the next recover_stale() or reset()
   std::uint64_t mmap_size = 0;   // bytes mapped
-  std::uint64_t allocs = 0;      // successful allocations, ever
-  std::uint64_t frees = 0;       // frees, ever, recoveries included
-  std::uint64_t waits = 0;       // allocs that had to wait
-  std::uint64_t timeouts = 0;    // allocs that timed out
-  std::uint64_t recoveries = 0;  // slots freed by recover_stale
+  std::uint64_t allocs = 0;      // counter: allocations published (alloc, each slot of a
+                                 //   successful alloc_n); a rolled-back batch counts none
+  std::uint64_t frees = 0;       // counter: allocations ended (free, free_n, guards, recovery,
+                                 //   reset); frees <= allocs
+  std::uint64_t waits = 0;       // counter: alloc/alloc_n calls that had to wait
+  std::uint64_t timeouts = 0;    // counter: waits that ended without slots
+  std::uint64_t recoveries = 0;  // counter: slots freed by recover_stale
 };
 
 enum class pool_variant : std::uint32_t { raw = 1, i64 = 2, i32 = 3, f64 = 4, str = 5 };
@@ -84,12 +117,21 @@ class pool_core;
 class pool_base;
 }  // namespace detail
 
-// Frees its slot when destroyed.  Must not outlive the pool it came from
-// (moving the pool handle is fine).
+// Frees its slot when destroyed, but only the allocation it was given: it
+// remembers the allocating process's identity and the slot's generation, and
+// frees nothing if the slot was freed meanwhile (by a plain free(), recovery
+// or reset) and re-allocated, to this process or another.  It shares
+// ownership of the mapping, so it may outlive the handle it came from (a
+// moved, move-assigned or destroyed pool handle is fine).
+//
+// fork: a child inherits a copy of every guard.  The child's copy frees
+// nothing (the child is another identity); the parent's copy still frees.
+// A child that wants the slot must be handed it explicitly.
 class slot_guard {
  public:
   slot_guard() noexcept = default;
-  slot_guard(slot_guard&& other) noexcept : core_(other.core_), index_(other.index_) { other.core_ = nullptr; }
+  slot_guard(slot_guard&& other) noexcept
+      : core_(std::move(other.core_)), index_(other.index_), owner_(other.owner_), generation_(other.generation_) {}
   slot_guard& operator=(slot_guard&& other) noexcept;
   slot_guard(const slot_guard&) = delete;
   slot_guard& operator=(const slot_guard&) = delete;
@@ -97,23 +139,40 @@ class slot_guard {
 
   slot_index index() const noexcept { return index_; }
   bool owns_slot() const noexcept { return core_ != nullptr; }
+  // The allocation this guard frees: the slot's allocation count at alloc.
+  std::uint64_t generation() const noexcept { return generation_; }
   // Gives up ownership without freeing; returns the index.
   slot_index release() noexcept {
-    core_ = nullptr;
+    core_.reset();
     return index_;
   }
 
  private:
   friend class detail::pool_base;
-  slot_guard(detail::pool_core* core, slot_index index) noexcept : core_(core), index_(index) {}
-  detail::pool_core* core_ = nullptr;
+  slot_guard(std::shared_ptr<detail::pool_core> core, slot_index index, std::uint64_t owner,
+             std::uint64_t generation) noexcept
+      : core_(std::move(core)), index_(index), owner_(owner), generation_(generation) {}
+  void free_now() noexcept;
+  std::shared_ptr<detail::pool_core> core_;
   slot_index index_ = 0;
+  std::uint64_t owner_ = 0;
+  std::uint64_t generation_ = 0;
 };
 
 namespace detail {
 
+[[noreturn]] void throw_nan_timeout();
+
+// A timeout as the protocol takes it: < 0 waits forever, 0 never waits.
+//   d <= 0 (and -inf)        0: try once, never wait
+//   +inf, or >= ~285 years   -1: wait until slots are free
+//   NaN                      std::invalid_argument (never a cast of NaN)
+//   otherwise                d in nanoseconds, at least 1
 template <class Rep, class Period>
 std::int64_t to_timeout_ns(std::chrono::duration<Rep, Period> d) {
+  if constexpr (std::is_floating_point_v<Rep>) {
+    if (d.count() != d.count()) throw_nan_timeout();
+  }
   if (d <= d.zero()) return 0;
   const auto ns = std::chrono::duration_cast<std::chrono::duration<double, std::nano>>(d).count();
   return ns >= 9.0e18 ? -1 : (ns < 1 ? 1 : static_cast<std::int64_t>(ns));
@@ -133,7 +192,14 @@ class pool_base {
   template <class Rep, class Period>
   std::optional<slot_index> alloc(std::chrono::duration<Rep, Period> d) { return alloc_for_ns(to_timeout_ns(d)); }
   std::optional<slot_index> try_alloc() { return alloc_for_ns(0); }
+  // The seed's free: frees slot i whoever holds it now (another thread,
+  // another process, a later allocation than the caller's); false if it is
+  // not allocated.  A stale index therefore frees someone else's slot: use
+  // free_if_mine or a guard when that can happen.
   bool free(slot_index i);
+  // Frees slot i only if this process (this identity: not a fork parent's)
+  // holds it; false otherwise, and nothing changes.
+  bool free_if_mine(slot_index i);
 
   std::optional<std::vector<slot_index>> alloc_n(std::size_t n) { return alloc_n_for_ns(n, -1); }
   template <class Rep, class Period>
@@ -148,10 +214,13 @@ class pool_base {
   std::optional<slot_guard> alloc_guard(std::chrono::duration<Rep, Period> d) { return guard_of(alloc(d)); }
   std::optional<slot_guard> try_alloc_guard() { return guard_of(try_alloc()); }
 
+  // ---- handle state ----
+  bool valid() const noexcept { return core_ != nullptr; }
+
   // ---- zero-copy ----
   std::span<std::byte> slot(slot_index i) const;  // range-checked, not allocation-checked
   void* ptr(slot_index i) const { return slot(i).data(); }
-  void* data_ptr() const noexcept;
+  void* data_ptr() const noexcept;  // nullptr when moved from
 
   // ---- status ----
   bool is_allocated(slot_index i) const;
@@ -184,11 +253,32 @@ class pool_base {
   bool unlink() const;
 
   // ---- eventfd ----
-  int eventfd();             // creates one (non-blocking, CLOEXEC) if none; returns it
-  void eventfd_set(int fd);  // uses the caller's fd (not closed by the pool)
+  // The handle's eventfd slot holds nothing, the pool's own eventfd, or the
+  // caller's fd; all five members are safe from any number of threads at
+  // once, in any order.  notify() and eventfd_consume() hold a shared lock
+  // across their use of the fd, and the pool closes its own eventfd only
+  // under the exclusive lock, so they never touch an fd number the pool has
+  // closed (and the kernel may have reused).
+  //   eventfd()         returns the current fd; if none, creates the pool's
+  //                     own (non-blocking, CLOEXEC)
+  //   eventfd_set(fd)   fd >= 0: use the caller's fd from now on; the pool
+  //                     never closes it (keep it open until detached or the
+  //                     handle is gone).  The pool's own eventfd, if any, is
+  //                     closed.  fd == the current fd changes nothing
+  //                     (eventfd_set(fileno()) keeps the pool's own fd, still
+  //                     closed by the pool).  fd == -1 detaches (closing the
+  //                     pool's own).  fd < -1 or not an open fd:
+  //                     std::invalid_argument, nothing changes.
+  //   fileno()          the current fd or -1 (another thread may detach it
+  //                     right after: use notify/eventfd_consume to be safe)
+  //   notify()          adds 1; false if none or the write failed
+  //   eventfd_consume() drains and returns the counter (0 if none or empty)
+  // The handle's destructor closes the pool's own eventfd, never the caller's.
+  int eventfd();
+  void eventfd_set(int fd);
   int fileno() const noexcept;
-  bool notify() const;                // adds 1 to the eventfd; false if none
-  std::uint64_t eventfd_consume() const;  // drains and returns the counter (0 if none)
+  bool notify() const;
+  std::uint64_t eventfd_consume() const;
 
  protected:
   explicit pool_base(std::unique_ptr<pool_core> core) noexcept;
@@ -217,7 +307,8 @@ class pool_base {
  private:
   std::optional<slot_index> alloc_for_ns(std::int64_t timeout_ns);
   std::optional<std::vector<slot_index>> alloc_n_for_ns(std::size_t n, std::int64_t timeout_ns);
-  std::optional<slot_guard> guard_of(std::optional<slot_index> i) noexcept;
+  std::optional<slot_guard> guard_of(std::optional<slot_index> i);
+  pool_core& live() const;  // the core, or shmpool::error(errc::invalid_handle)
   [[noreturn]] void throw_out_of_range(slot_index i) const;
   [[noreturn]] void throw_not_allocated(slot_index i) const;
 
@@ -227,8 +318,9 @@ class pool_base {
     std::uint64_t capacity = 0;
     std::uint64_t elem_size = 0;
   };
-  std::unique_ptr<pool_core> core_;
+  std::shared_ptr<pool_core> core_;  // shared with this handle's guards
   hot_view hot_;
+  pool_variant variant_ = pool_variant::raw;  // kept when moved from
 };
 
 // alloc_set and friends for a variant whose set() takes V.
@@ -290,7 +382,9 @@ class pool : public detail::pool_base, public detail::alloc_set_mixin<pool, std:
   using pool_base::memfd;
 
   std::span<const std::byte> get(slot_index i) const;        // a view of the slot
-  void set(slot_index i, std::span<const std::byte> bytes);  // truncates, zero-fills the rest
+  // Copies min(size, elem_size) bytes and zero-fills the rest.  The source
+  // may overlap the slot (e.g. a subspan of get(i)); an empty span clears it.
+  void set(slot_index i, std::span<const std::byte> bytes);
 
  private:
   using pool_base::pool_base;
@@ -348,7 +442,9 @@ class str_pool : public detail::pool_base, public detail::alloc_set_mixin<str_po
 
   std::uint64_t max_len() const noexcept { return max_len_of(); }
   std::string get(slot_index i) const;
-  void set(slot_index i, std::string_view s);  // truncated to max_len()
+  // Truncated to max_len(); s may overlap the slot; an empty or
+  // default-constructed string_view stores the empty string.
+  void set(slot_index i, std::string_view s);
 
  private:
   using pool_base::pool_base;

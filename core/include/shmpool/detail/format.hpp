@@ -2,7 +2,7 @@
 // field by field; this header is the single definition.
 //
 //   offset 0    pool_header   immutable after initialisation (128 bytes)
-//   offset 128  pool_control  waiters | wake_seq | slow-path counters, one line each
+//   offset 128  pool_control  waiter entries | wake_seq | slow-path counters, one line each
 //   offset 320  bitmap        bitmap_words(capacity) words, one per 64-byte line
 //   then        slot meta     capacity x {slot word, alloc count}, 16 bytes each
 //   then        data          capacity x elem_size bytes, 64-byte aligned
@@ -28,7 +28,7 @@ inline constexpr std::uint64_t pool_magic = 0x314C4F4F504D4853ULL;       // "SHM
 // is only ever left by an earlier version's interrupted creator, and then the
 // rest of the header is zero (interrupted_initialisation below).
 inline constexpr std::uint64_t pool_init_magic = 0x54494E49504D4853ULL;
-inline constexpr std::uint32_t format_version = 1;
+inline constexpr std::uint32_t format_version = 2;  // 2: waiter entries replace the waiter count
 
 inline constexpr std::uint64_t header_bytes = 128;
 inline constexpr std::uint64_t control_offset = 128;

@@ -12,14 +12,23 @@
 //               summary of the slot words that makes finding a free slot one
 //               load per 64 slots.  Bits >= capacity are never used (tail mask
 //               kept in the handle, never read from the mapping).
-//   waiters     processes registered as about to sleep or asleep
-//   wake_seq    futex word; bumped by every free that sees waiters
+//   waiter ids  waiter_slots entries: the identity of a thread about to sleep
+//               or asleep in alloc, 0 when the entry is free.  A waiter that
+//               finds every entry taken does not sleep unbounded: it polls
+//               (<= 10 ms), so nothing depends on counting it.
+//   wake_seq    futex word; bumped by every free that sees a waiter entry
+//   allocs      per slot (slot meta word 2): how many times the slot was
+//               published ALLOCATED; monotonic, and the slot's generation
+//   frees mark  the highest lower bound of frees any stats() computed
 //
 // TRANSITIONS (the only writers of a slot word)
 //   alloc:   FREE -CAS-> CLAIMING(me); set bit; store ALLOCATED(me)
 //   alloc_n: claims each slot as above but publishes ALLOCATED only once all
 //            n are CLAIMING(me); a short batch is unclaimed (bit, then FREE)
 //   free:    ALLOCATED(x) -CAS-> RELEASING(me); clear bit; store FREE; wake
+//   free_if_held(owner, gen): as free, but only from ALLOCATED(owner) with
+//            owner == me and (gen != 0) allocs == gen; an allocation of ours
+//            with another generation (found after the CAS) is restored
 //   recover: W(dead) -CAS-> RELEASING(me); clear bit; store FREE; wake
 //            (W is any non-free word whose identity is certainly dead,
 //             RELEASING(dead) included: a dead recoverer's work is finished)
@@ -42,11 +51,26 @@
 //       by a survivor every slot is FREE or names a live process.
 //   I5  used() is a popcount of the bitmap; with no operation in flight I1
 //       and I2 make it equal the number of ALLOCATED words (check()).
-//   W1  no lost wake-up: a freer clears the bit (seq_cst) then reads waiters
-//       (seq_cst); a waiter registers (seq_cst) then scans (seq_cst).  Either
-//       the freer sees the waiter and bumps wake_seq, or the waiter's scan
-//       sees the cleared bit.  A cleared bit whose word is still RELEASING is
-//       "in flux": the waiter polls with a short timeout instead of sleeping.
+//   I6  allocs of a slot changes only while its word is CLAIMING(me), by +1,
+//       just before the publish: it never decreases, and a slot holds at most
+//       one counted allocation not yet freed: none when its word is FREE or
+//       CLAIMING (but for the step between the count and the publish), one
+//       when ALLOCATED or RELEASING.  Hence allocs - (word is ALLOCATED or
+//       RELEASING) is the slot's frees, ahead by one only inside that step.
+//   I7  a waiter entry names a thread's process; it is set (0 -CAS-> me) and
+//       cleared only by that thread, or cleared by recovery when the
+//       identity is certainly dead (or is no identity at all).
+//   W1  no lost wake-up: a freer clears the bit (seq_cst) then reads every
+//       waiter entry (seq_cst); a waiter registers in an entry (seq_cst CAS)
+//       then scans (seq_cst).  Either the freer sees the waiter and bumps
+//       wake_seq, or the waiter's scan sees the cleared bit.  A cleared bit
+//       whose word is still RELEASING is "in flux": the waiter polls with a
+//       short timeout instead of sleeping.
+//   W2  a waiter never wakes itself: an alloc_n that rolls back a partial
+//       batch wakes only other waiters, and if its own bump was the only
+//       change to wake_seq since it read it, it sleeps on the bumped value.
+//       A batch also claims nothing unless its scan counted n free bits, so
+//       two batches that cannot both fit do not wake each other forever.
 //
 // CRASH WINDOWS (a process may die between any two steps; crash_site names them)
 //   after CLAIMING(me)        word names me: recovery frees it when I am dead
@@ -56,8 +80,9 @@
 //   after FREE, before wake   sleepers may miss this free: recover_stale()
 //                             always wakes waiters, so a survivor's recovery
 //                             closes it (stress.sweep_wakeup_after_killed_freer)
-//   asleep, registered        waiters stays one too high: frees make a wake
-//                             syscall they did not need; nothing is lost.
+//   asleep, registered        the waiter entry names a dead identity: frees
+//                             make a wake syscall nobody needs until a
+//                             recover_stale() or reset() clears it (I7).
 // There is no window where a slot is taken but names nobody (the seed's
 // bit-then-owner order has one; SHMPOOL_MUTANT_OWNER_AFTER_CLAIM reopens it).
 #pragma once
@@ -104,7 +129,9 @@ struct pool_orders {
   // application's own hand-off of an index can order it for a freer (and a
   // freer's writes reach the next claimer through O5/O1).  The Relacy
   // models confirm that no invariant needs more (model/README.md).
-  static constexpr mo publish = mo::relaxed;      // O2 ALLOCATED store
+  // O2 is a release for one reader only: a checked free (O11) that reads the
+  // slot's allocs after its CAS must see the increment made before O2.
+  static constexpr mo publish = mo::release;      // O2 ALLOCATED store; pairs with O11
   static constexpr mo mark = mo::relaxed;         // O3 RELEASING CAS
 #if defined(SHMPOOL_MUTANT_WEAK_BIT_CLEAR)
   static constexpr mo bit_clear = mo::relaxed;
@@ -121,6 +148,7 @@ struct pool_orders {
   static constexpr mo waiter_scan = mo::seq_cst;  // O8 W1, waiter's re-scan
   static constexpr mo wake_bump = mo::release;    // O9 wake_seq bump; pairs with O10
   static constexpr mo wake_read = mo::acquire;    // O10 waiter reads wake_seq
+  static constexpr mo checked_mark = mo::acquire; // O11 checked free's CAS; pairs with O2
 };
 
 template <class P>
@@ -134,13 +162,17 @@ struct alignas(64) bitmap_word {
   typename P::template atomic<std::uint64_t> bits;
 };
 
+// Waiter entries: one cache line, so a freer reads them all with one miss.
+inline constexpr unsigned waiter_slots = 8;
+
 template <class P>
 struct pool_control {
-  alignas(64) typename P::template atomic<std::uint32_t> waiters;
+  alignas(64) typename P::template atomic<std::uint64_t> waiter[waiter_slots];  // I7: identity or 0
   alignas(64) typename P::template atomic<int> wake_seq;
   alignas(64) typename P::template atomic<std::uint64_t> waits;
   typename P::template atomic<std::uint64_t> timeouts;
   typename P::template atomic<std::uint64_t> recoveries;
+  typename P::template atomic<std::uint64_t> frees_mark;  // raised by stats() only (CAS-max)
 };
 
 // Where the shared state is, as bounds the handle validated at open.
@@ -166,6 +198,13 @@ constexpr std::uint64_t tail_mask(std::uint64_t capacity) noexcept {
 
 enum class claim_outcome { claimed, full, in_flux };
 
+// What a waiting caller knows about itself (W2): its waiter entry (-1: none,
+// or not waiting) and the wake_seq value it will sleep on.
+struct waiter_ctx {
+  int entry = -1;
+  int seq = 0;
+};
+
 template <class P, class O = pool_orders>
 class slot_protocol {
  public:
@@ -181,7 +220,8 @@ class slot_protocol {
     std::uint64_t slot = 0;
     if (claim_one(start, mo::acquire, slot) == claim_outcome::claimed) return slot;
     if (timeout_ns == 0) return std::nullopt;
-    const bool ok = wait_until_claimed(timeout_ns, [&](mo scan) { return claim_one(start, scan, slot); });
+    const bool ok =
+        wait_until_claimed(timeout_ns, [&](mo scan, waiter_ctx&) { return claim_one(start, scan, slot); });
     return ok ? std::optional<std::uint64_t>(slot) : std::nullopt;
   }
 
@@ -190,8 +230,9 @@ class slot_protocol {
                                                     std::uint64_t start) {
     std::vector<std::uint64_t> got;
     got.reserve(n);
-    auto attempt = [&](mo scan) { return claim_batch(n, start, scan, got); };
-    if (attempt(mo::acquire) == claim_outcome::claimed) return got;
+    auto attempt = [&](mo scan, waiter_ctx& self) { return claim_batch(n, start, scan, got, self); };
+    waiter_ctx not_waiting;
+    if (attempt(mo::acquire, not_waiting) == claim_outcome::claimed) return got;
     if (timeout_ns == 0 || !wait_until_claimed(timeout_ns, attempt)) return std::nullopt;
     return got;
   }
@@ -199,6 +240,28 @@ class slot_protocol {
   // ---- free ----------------------------------------------------------------
   bool free(std::uint64_t slot) {
     if (!release(slot, /*only_allocated=*/true)) return false;
+    wake_waiters();
+    return true;
+  }
+
+  // Frees slot s only if it is ALLOCATED(owner), owner is this process, and
+  // (generation != 0) the slot's allocs equals generation: the allocation a
+  // guard or a checked free was given, and no later one.  The generation is
+  // checked before the CAS (cheap refusal) and after it (O11): if another
+  // allocation of ours took the slot in between, its word is restored.
+  bool free_if_held(std::uint64_t s, std::uint64_t owner, std::uint64_t generation) {
+    if (P::self_identity() != owner) return false;  // e.g. a guard copied into a fork child
+    const std::uint64_t held = make_slot_word(slot_state::allocated, owner);
+    std::uint64_t cur = P::load(v_.meta[s].word, mo::acquire);
+    if (cur != held) return false;
+    if (generation != 0 && P::load(v_.meta[s].allocs, mo::acquire) != generation) return false;
+    if (!P::cas(v_.meta[s].word, cur, make_slot_word(slot_state::releasing, owner), O::checked_mark)) return false;
+    if (generation != 0 && P::load(v_.meta[s].allocs, mo::relaxed) != generation) {
+      P::store(v_.meta[s].word, held, mo::relaxed);  // another allocation of ours: untouched
+      return false;
+    }
+    P::crash_point(crash_site::free_marked);
+    finish_release(s, crash_site::free_bit_cleared);
     wake_waiters();
     return true;
   }
@@ -233,6 +296,7 @@ class slot_protocol {
     }
     freed += repair_orphan_bits(me);
     if (freed != 0) P::fetch_add(v_.control->recoveries, std::uint64_t{freed}, mo::relaxed);
+    clear_dead_waiters();
     // Wake even when nothing was freed here: a freer killed between its FREE
     // store and its wake (crash_site::free_done) left sleepers behind a free
     // slot.  Regression: stress.sweep_wakeup_after_killed_freer.
@@ -254,6 +318,7 @@ class slot_protocol {
       finish_release(s, crash_site::free_bit_cleared);
     }
     repair_orphan_bits(me);
+    clear_dead_waiters();
     wake_waiters();
   }
 
@@ -280,6 +345,21 @@ class slot_protocol {
     return freed;
   }
 
+  // I7: a waiter killed while registered leaves its entry behind; clear
+  // every entry whose identity is certainly dead (or that names no process:
+  // pid 0 is never an identity's, e.g. an older format's waiter count).
+  // Returns the entries cleared.
+  std::size_t clear_dead_waiters() {
+    std::size_t cleared = 0;
+    for (unsigned k = 0; k < waiter_slots; ++k) {
+      std::uint64_t id = P::load(v_.control->waiter[k], mo::acquire);
+      if (id == 0) continue;
+      if (platform::identity_pid(id) != 0 && !P::certainly_dead(id)) continue;
+      if (P::cas(v_.control->waiter[k], id, std::uint64_t{0}, mo::relaxed)) ++cleared;
+    }
+    return cleared;
+  }
+
   // ---- status --------------------------------------------------------------
   bool is_allocated(std::uint64_t slot) const {
     return state_of(P::load(v_.meta[slot].word, mo::acquire)) == slot_state::allocated;
@@ -293,10 +373,51 @@ class slot_protocol {
       n += static_cast<std::uint64_t>(std::popcount(P::load(v_.bitmap[w].bits, mo::relaxed) & ~mask_of(w)));
     return n;
   }
-  std::uint64_t total_allocs() const {
+  // The slot's generation: its allocs count (I6).  Stable while held.
+  std::uint64_t generation(std::uint64_t slot) const { return P::load(v_.meta[slot].allocs, mo::acquire); }
+
+  // Waiter entries in use: threads registered to sleep in alloc.
+  std::uint64_t waiters() const {
     std::uint64_t n = 0;
-    for (std::uint64_t s = 0; s < v_.capacity; ++s) n += P::load(v_.meta[s].allocs, mo::relaxed);
+    for (unsigned k = 0; k < waiter_slots; ++k) n += P::load(v_.control->waiter[k], mo::relaxed) != 0;
     return n;
+  }
+
+  // allocs and frees, both monotonic across calls and processes.  allocs is
+  // the sum of the per-slot counts (each monotonic, I6).  frees: each slot
+  // contributes allocs - (word is ALLOCATED or RELEASING), its frees at the
+  // time of the read (I6; allocs is read first, and its acquire pairs with
+  // the claimant's release so a later word read is no older than the
+  // count), ahead by one for a claimant between its count and its publish
+  // (a claimant killed there: until recovery frees its slot).  The sum is
+  // raised into frees_mark by CAS-max, so a later call, in any process,
+  // never returns less.  Exact when no operation is in flight.
+  struct counters {
+    std::uint64_t allocs = 0, frees = 0;
+  };
+  counters monotonic_counters() {
+    counters c = counters_seen();
+    std::uint64_t mark = P::load(v_.control->frees_mark, mo::relaxed);
+    while (mark < c.frees && !P::cas(v_.control->frees_mark, mark, c.frees, mo::relaxed)) {
+    }
+    return c;
+  }
+  // The same reading without raising the mark (read-only mappings, e.g. the
+  // CLI): never below what a monotonic_counters() before it returned.
+  counters counters_seen() const {
+    counters c;
+    std::uint64_t bound = 0;
+    for (std::uint64_t s = 0; s < v_.capacity; ++s) {
+      const std::uint64_t a = P::load(v_.meta[s].allocs, mo::acquire);
+      const slot_state st = state_of(P::load(v_.meta[s].word, mo::acquire));
+      const bool outstanding = st == slot_state::allocated || st == slot_state::releasing;
+      c.allocs += a;
+      bound += outstanding && a != 0 ? a - 1 : a;
+    }
+    const std::uint64_t mark = P::load(v_.control->frees_mark, mo::relaxed);
+    c.frees = mark > bound ? mark : bound;
+    if (c.allocs < c.frees) c.allocs = c.frees;  // the mark may come from a later reading elsewhere
+    return c;
   }
 
   // Every way the slot words and the bitmap can disagree; empty when
@@ -351,13 +472,25 @@ class slot_protocol {
     return in_flux ? claim_outcome::in_flux : claim_outcome::full;
   }
 
+  // Free bits seen by one scan (in-flux slots included).
+  std::uint64_t free_bits_seen(mo scan) const {
+    std::uint64_t n = 0;
+    for (std::uint64_t w = 0; w < words_; ++w)
+      n += static_cast<std::uint64_t>(std::popcount(~(P::load(v_.bitmap[w].bits, scan) | mask_of(w))));
+    return n;
+  }
+
   // Claims n slots, or none.  The batch stays CLAIMING(me) until all n are
   // claimed, so a failed batch rolls back slots nobody else can touch (I3)
-  // and counts no allocation; a dead batcher's slots are CLAIMING(dead).
-  claim_outcome claim_batch(std::size_t n, std::uint64_t start, mo scan, std::vector<std::uint64_t>& got) {
+  // and counts no allocation (I6: allocs rises at publish); a dead
+  // batcher's slots are CLAIMING(dead).  W2: a scan that sees fewer than n
+  // free bits claims nothing (so nothing to roll back, nobody to wake).
+  claim_outcome claim_batch(std::size_t n, std::uint64_t start, mo scan, std::vector<std::uint64_t>& got,
+                            waiter_ctx& self) {
     const std::uint64_t me = P::self_identity();
     bool in_flux = false;
     got.clear();
+    if (free_bits_seen(scan) < n) return claim_outcome::full;
     std::uint64_t w = (start / 64) < words_ ? start / 64 : 0;
     for (std::uint64_t k = 0; k < words_ && got.size() < n; ++k, w = next_word(w)) {
       std::uint64_t taken = P::load(v_.bitmap[w].bits, scan) | mask_of(w);
@@ -371,14 +504,16 @@ class slot_protocol {
       }
     }
     if (got.size() == n) {
-      for (const std::uint64_t s : got) P::store(v_.meta[s].word, make_slot_word(slot_state::allocated, me), O::publish);
+      for (const std::uint64_t s : got) publish_claim(s, me);
       return claim_outcome::claimed;
     }
-    for (const std::uint64_t s : got) {
-      P::store(v_.meta[s].allocs, P::load(v_.meta[s].allocs, mo::relaxed) - 1, mo::relaxed);  // not an allocation
-      finish_release(s, crash_site::alloc_n_rollback);
+    for (const std::uint64_t s : got) finish_release(s, crash_site::alloc_n_rollback);
+    // Others may have slept on the bits we held: wake them, not us (W2).
+    if (!got.empty()) {
+      const std::optional<int> bumped_from = wake_waiters(self.entry);
+      if (bumped_from && *bumped_from == self.seq)
+        self.seq = static_cast<int>(static_cast<unsigned>(self.seq) + 1u);
     }
-    if (!got.empty()) wake_waiters();
     got.clear();
     return in_flux ? claim_outcome::in_flux : claim_outcome::full;
   }
@@ -396,14 +531,19 @@ class slot_protocol {
       return false;
     }
     P::crash_point(crash_site::alloc_claimed);
-    // Only the claimant writes this counter (I3), so load+store suffices.
-    P::store(v_.meta[s].allocs, P::load(v_.meta[s].allocs, mo::relaxed) + 1, mo::relaxed);
     P::fetch_or(v_.bitmap[s / 64].bits, std::uint64_t{1} << (s % 64), mo::relaxed);  // summary only (I1)
     P::crash_point(crash_site::alloc_bit_set);
-    if (!publish) return true;
+    if (publish) publish_claim(s, me);
+    return true;
+  }
+
+  // CLAIMING(me) -> ALLOCATED(me), counting the allocation first (I6).
+  void publish_claim(std::uint64_t s, std::uint64_t me) {
+    // Only the claimant writes allocs (I3), so load+store suffices; release:
+    // a stats() that reads the new count then reads a word no older (I6).
+    P::store(v_.meta[s].allocs, P::load(v_.meta[s].allocs, mo::relaxed) + 1, mo::release);
     P::store(v_.meta[s].word, make_slot_word(slot_state::allocated, me), O::publish);  // O2
     P::crash_point(crash_site::alloc_published);
-    return true;
   }
 
   // ALLOCATED(x) -CAS-> RELEASING(me), then finish.  False if not allocated.
@@ -464,11 +604,28 @@ class slot_protocol {
     return repaired;
   }
 
-  // W1: the freer clears a bit (O4) and then reads waiters (O6).
-  void wake_waiters() {
-    if (P::load(v_.control->waiters, O::waiter_check) == 0) return;  // O6
-    P::fetch_add(v_.control->wake_seq, 1, O::wake_bump);              // O9
+  // W1: the freer clears a bit (O4) and then reads the waiter entries (O6),
+  // all but `skip` (the caller's own, W2).  Returns wake_seq's value before
+  // the bump, or nothing if no waiter was seen.
+  std::optional<int> wake_waiters(int skip = -1) {
+    bool anyone = false;
+    for (unsigned k = 0; k < waiter_slots && !anyone; ++k)
+      anyone = static_cast<int>(k) != skip && P::load(v_.control->waiter[k], O::waiter_check) != 0;  // O6
+    if (!anyone) return std::nullopt;
+    const int before = P::fetch_add(v_.control->wake_seq, 1, O::wake_bump);  // O9
     P::futex_wake(v_.control->wake_seq, INT_MAX);
+    return before;
+  }
+
+  // Takes a free waiter entry (O7, I7); -1 when all are taken.
+  int register_waiter(std::uint64_t me) {
+    for (unsigned k = 0; k < waiter_slots; ++k) {
+      std::uint64_t expected = 0;
+      if (P::load(v_.control->waiter[k], mo::relaxed) == 0 &&
+          P::cas(v_.control->waiter[k], expected, me, O::waiter_register))
+        return static_cast<int>(k);
+    }
+    return -1;
   }
 
   // The slow path shared by alloc and alloc_n: register, re-scan, sleep.
@@ -476,13 +633,14 @@ class slot_protocol {
   bool wait_until_claimed(std::int64_t timeout_ns, Attempt&& attempt) {
     const std::int64_t deadline = timeout_ns < 0 ? -1 : P::now_ns() + timeout_ns;
     P::fetch_add(v_.control->waits, std::uint64_t{1}, mo::relaxed);
-    P::fetch_add(v_.control->waiters, std::uint32_t{1}, O::waiter_register);  // O7
+    waiter_ctx self;
+    self.entry = register_waiter(P::self_identity());  // O7
     P::crash_point(crash_site::wait_registered);
     std::int64_t poll_ns = 50'000;  // in-flux poll, doubling to 10 ms
     bool claimed = false;
     for (;;) {
-      const int seq = P::load(v_.control->wake_seq, O::wake_read);  // O10
-      const claim_outcome got = attempt(O::waiter_scan);             // O8
+      self.seq = P::load(v_.control->wake_seq, O::wake_read);  // O10
+      const claim_outcome got = attempt(O::waiter_scan, self);  // O8
       if (got == claim_outcome::claimed) {
         claimed = true;
         break;
@@ -492,13 +650,14 @@ class slot_protocol {
         wait_ns = deadline - P::now_ns();
         if (wait_ns <= 0) break;
       }
-      if (got == claim_outcome::in_flux) {
+      // Unregistered (every entry taken) or in flux: poll, never sleep unbounded.
+      if (got == claim_outcome::in_flux || self.entry < 0) {
         wait_ns = wait_ns < 0 ? poll_ns : (wait_ns < poll_ns ? wait_ns : poll_ns);
         poll_ns = poll_ns < 10'000'000 ? poll_ns * 2 : poll_ns;
       }
-      P::futex_wait(v_.control->wake_seq, seq, wait_ns);
+      P::futex_wait(v_.control->wake_seq, self.seq, wait_ns);
     }
-    P::fetch_sub(v_.control->waiters, std::uint32_t{1}, mo::relaxed);
+    if (self.entry >= 0) P::store(v_.control->waiter[self.entry], std::uint64_t{0}, mo::relaxed);
     if (!claimed) P::fetch_add(v_.control->timeouts, std::uint64_t{1}, mo::relaxed);
     return claimed;
   }
