@@ -44,7 +44,7 @@ create_info)
   run 0 info p.shm
   contains "$out" "variant:        str"; contains "$out" "capacity:       70"
   contains "$out" "elem_size:      24"; contains "$out" "max_len:        20"
-  contains "$out" "format:         version 1"; contains "$out" "mapping size:   4096 bytes"
+  contains "$out" "format:         version 2"; contains "$out" "mapping size:   4096 bytes"
   run 1 create p.shm --variant str --capacity 70 --max-len 20; contains "$err" "already exists"; one_line "$err"
   run 0 create r.shm --variant raw --capacity 5 --elem-size 100
   run 0 info r.shm; contains "$out" "variant:        raw"; contains "$out" "elem_size:      100"
