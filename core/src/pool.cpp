@@ -1062,7 +1062,11 @@ std::uint64_t pool_base::eventfd_consume() const {
 void slot_guard::free_now() noexcept {
   if (core_ == nullptr) return;
   try {
+#if defined(SHMPOOL_MUTANT_GUARD_PLAIN_FREE)
+    core_->proto_.free(index_);  // Mutant: whoever holds the index now loses it
+#else
     core_->proto_.free_if_held(index_, owner_, generation_);
+#endif
   } catch (const error&) {  // NOLINT(bugprone-empty-catch): identity_unavailable, see above
   }
   core_.reset();

@@ -509,11 +509,16 @@ class slot_protocol {
     }
     for (const std::uint64_t s : got) finish_release(s, crash_site::alloc_n_rollback);
     // Others may have slept on the bits we held: wake them, not us (W2).
+#if defined(SHMPOOL_MUTANT_ROLLBACK_WAKES_SELF)
+    // Mutant: the rollback's wake counts the caller, whose next wait returns at once.
+    if (!got.empty()) (void)wake_waiters();
+#else
     if (!got.empty()) {
       const std::optional<int> bumped_from = wake_waiters(self.entry);
       if (bumped_from && *bumped_from == self.seq)
         self.seq = static_cast<int>(static_cast<unsigned>(self.seq) + 1u);
     }
+#endif
     got.clear();
     return in_flux ? claim_outcome::in_flux : claim_outcome::full;
   }
