@@ -722,7 +722,7 @@ int run_command(const command& cmd, int argc, char** argv) {
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fputs(tool::main_help().c_str(), stderr);
+    std::fputs("shmpool: no command given (shmpool --help lists them)\n", stderr);
     return exit_usage;
   }
   const std::string_view sub = argv[1];
