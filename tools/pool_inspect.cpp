@@ -45,10 +45,30 @@ detail::pool_layout read_layout(int fd, const std::string& where) {
   return *v.layout;
 }
 
+int open_nonblocking(const std::string& path, int flags) {
+  // O_NONBLOCK: opening a FIFO O_RDONLY would otherwise wait for a writer.
+  const int fd = ::open(path.c_str(), flags | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+  if (fd < 0) fail(inspect_error::system, path, std::string("open: ") + std::strerror(errno));
+  struct stat st {};
+  const int st_rc = ::fstat(fd, &st);
+  const int st_errno = errno;
+  if (st_rc != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    if (st_rc != 0) fail(inspect_error::system, path, std::string("fstat: ") + std::strerror(st_errno));
+    fail(inspect_error::not_a_pool, path, "not a regular file");
+  }
+  const int fl = ::fcntl(fd, F_GETFL);
+  if (fl < 0 || ::fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0) {
+    const int e = errno;
+    ::close(fd);
+    fail(inspect_error::system, path, std::string("fcntl: ") + std::strerror(e));
+  }
+  return fd;
+}
+
 pool_file pool_file::open_readonly(const std::string& path) {
   pool_file f;
-  f.fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (f.fd_ < 0) fail(inspect_error::system, path, std::string("open: ") + std::strerror(errno));
+  f.fd_ = open_nonblocking(path, O_RDONLY);
   f.layout_ = read_layout(f.fd_, path);
   struct stat st {};
   if (::fstat(f.fd_, &st) != 0) fail(inspect_error::system, path, std::string("fstat: ") + std::strerror(errno));

@@ -16,9 +16,9 @@
 
 namespace shmpool::tool {
 
-// Why a file could not be inspected.  `not_a_pool` is exit status 2 of
-// `shmpool check`; `damaged` (our magic, but a header that fails
-// validation) is status 1; `system` is an I/O failure.
+// Why a file could not be inspected.  `not_a_pool` and `system` (an I/O
+// failure) are exit status 2 of every subcommand; `damaged` (our magic, but
+// a header that fails validation) is status 1 (shmpool_doc.hpp).
 struct inspect_error {
   enum kind_t { not_a_pool, damaged, system } kind;
   std::string message;
@@ -34,7 +34,8 @@ struct slot_entry {
 
 class pool_file {
  public:
-  // Opens FILE O_RDONLY and maps it read-only.  Throws inspect_error.
+  // Opens FILE O_RDONLY without blocking (open_nonblocking) and maps it
+  // read-only.  Throws inspect_error.
   static pool_file open_readonly(const std::string& path);
   pool_file(pool_file&&) noexcept;
   pool_file& operator=(pool_file&&) = delete;
@@ -65,6 +66,11 @@ class pool_file {
   detail::pool_header header_{};
   detail::pool_layout layout_{};
 };
+
+// Opens PATH with FLAGS plus O_NONBLOCK (a FIFO or a device must not block
+// the tool), checks that it is a regular file, then clears O_NONBLOCK.
+// Returns the fd; throws inspect_error (not_a_pool for a non-regular file).
+int open_nonblocking(const std::string& path, int flags);
 
 // Reads just the header of FILE (or of an open fd) and validates it;
 // returns the layout.  Throws inspect_error.

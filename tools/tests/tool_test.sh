@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # End-to-end tests of the `shmpool` tool (ctest label "tool").
-# Usage: tool_test.sh CASE SHMPOOL_CLI HELPER
+# Usage: tool_test.sh CASE SHMPOOL_CLI HELPER TOOLS_BINARY_DIR
 # Each case works in its own temporary directory and exits non-zero on the
 # first expectation that fails, saying which.
 set -u
-case_name=$1 cli=$2 helper=$3
+case_name=$1 cli=$2 helper=$3 tools_bin=${4:-}
 dir=$(mktemp -d "${TMPDIR:-/tmp}/shmpool-tool-test.XXXXXX")
 held_pid=""
 cleanup() {
@@ -27,13 +27,21 @@ run() {
 }
 contains() { grep -qF -- "$2" <<<"$1" || fail "expected '$2' in: $1"; }
 lacks() { ! grep -qF -- "$2" <<<"$1" || fail "did not expect '$2' in: $1"; }
+# json_check PYTHON_EXPRESSION: parses $out as JSON (doc) and asserts the expression.
+json_check() {
+  python3 - "$1" "$out" <<'PY' || fail "JSON check '$1' failed on: $out"
+import json, sys
+doc = json.loads(sys.argv[2])
+sys.exit(0 if eval(sys.argv[1]) else 1)
+PY
+}
 one_line() { [ "$(printf '%s\n' "$1" | wc -l)" -eq 1 ] || fail "expected one line on stderr, got: $1"; }
 poke() { printf "$2" | dd of=p.shm bs=1 seek="$1" conv=notrunc status=none; }  # poke OFFSET '\xNN...'
 
 case "$case_name" in
 help)
   run 0 --help; contains "$out" "recover FILE"
-  for c in info stats slots check recover create; do
+  for c in info stats slots check list recover create; do
     run 0 "$c" --help; contains "$out" "usage: shmpool $c"
   done
   run 0 --version; contains "$out" "shmpool "
@@ -45,11 +53,11 @@ create_info)
   contains "$out" "variant:        str"; contains "$out" "capacity:       70"
   contains "$out" "elem_size:      24"; contains "$out" "max_len:        20"
   contains "$out" "format:         version 2"; contains "$out" "mapping size:   4096 bytes"
-  run 1 create p.shm --variant str --capacity 70 --max-len 20; contains "$err" "already exists"; one_line "$err"
+  run 5 create p.shm --variant str --capacity 70 --max-len 20; contains "$err" "already exists"; one_line "$err"
   run 0 create r.shm --variant raw --capacity 5 --elem-size 100
   run 0 info r.shm; contains "$out" "variant:        raw"; contains "$out" "elem_size:      100"
   for v in i64 i32 f64; do run 0 create "$v.shm" --variant "$v" --capacity 3; run 0 info "$v.shm"; contains "$out" "variant:        $v"; done
-  run 1 create big.shm --variant i64 --capacity 0; contains "$err" "invalid parameters"; one_line "$err"
+  run 64 create big.shm --variant i64 --capacity 0; contains "$err" "capacity"; one_line "$err"
   ;;
 stats)
   run 0 create p.shm --variant i64 --capacity 10
@@ -108,7 +116,8 @@ dead_owner)
   run 0 slots p.shm
   grep -qE "^$slot +allocated +$pid +dead " <<<"$out" || fail "slots does not show slot $slot dead: $out"
   contains "$out" "1 held by dead processes"
-  run 0 check p.shm   # a dead owner's slot is consistent, only stale
+  run 3 check p.shm   # a dead owner's slot is consistent, but leaked until recovered
+  run 0 check p.shm --consistency-only
   run 0 recover p.shm; contains "$out" "freed slot $slot (allocated by pid $pid, dead)"; contains "$out" "recovered 1 slot(s)"
   run 0 slots p.shm; contains "$out" "no slots taken"
   run 0 stats p.shm --json; contains "$out" '"recoveries": 1'; contains "$out" '"used": 0'
@@ -165,6 +174,13 @@ hidden_owner)
   out=$(cat out.txt)
   grep -qE "^$slot +allocated +$pid +unknown +-" <<<"$out" || fail "slots does not show slot $slot unknown: $out"
   contains "$out" "0 held by dead processes"
+  # check cannot vouch for an owner it cannot judge: exit 4, the slot named.
+  as_nobody "$cli" check p.shm >out.txt 2>err.txt; got=$?
+  out=$(cat out.txt)
+  [ "$got" -eq 4 ] || fail "check as nobody exited $got, expected 4: $out $(cat err.txt)"
+  contains "$out" "slot $slot: allocated by pid $pid, unknown"
+  as_nobody "$cli" check p.shm --json >out.txt 2>err.txt
+  out=$(cat out.txt); json_check "doc['verdict'] == 'unknown-owners' and doc['exit'] == 4 and doc['unknown_owner_slots'][0]['pid'] == $pid"
   ;;
 usage_errors)
   run 64; run 64 frobnicate p.shm; one_line "$err"
@@ -177,6 +193,145 @@ usage_errors)
   run 64 create p.shm --variant i64 --capacity -3; one_line "$err"
   run 64 stats p.shm --count 3; one_line "$err"
   [ ! -e p.shm ] || fail "a failed create left p.shm behind"
+  ;;
+fifo_never_blocks)
+  # Opening a FIFO O_RDONLY waits for a writer; the tool must refuse it at once.
+  mkfifo f
+  for c in info stats slots check recover; do
+    timeout 10 "$cli" "$c" f >out.txt 2>err.txt; got=$?
+    [ "$got" -ne 124 ] || fail "shmpool $c on a FIFO blocked"
+    [ "$got" -eq 2 ] || fail "shmpool $c on a FIFO exited $got, expected 2: $(cat err.txt)"
+    contains "$(cat err.txt)" "not a regular file"
+  done
+  timeout 10 "$cli" recover f --owner 1 >/dev/null 2>&1; got=$?
+  [ "$got" -eq 2 ] || fail "shmpool recover --owner on a FIFO exited $got, expected 2"
+  ;;
+check_owners_exit_status)
+  # A pool whose every slot is held by dead processes is not healthy.
+  run 0 create p.shm --variant i64 --capacity 10
+  read -r s1 p1 < <("$helper" die p.shm) || fail "helper die failed"
+  read -r s2 p2 < <("$helper" die p.shm) || fail "helper die failed"
+  run 3 check p.shm
+  contains "$out" "2 slot(s) held by dead processes"
+  contains "$out" "slot $s1: allocated by pid $p1, dead"; contains "$out" "slot $s2: allocated by pid $p2, dead"
+  lacks "$out" "healthy"
+  run 3 check p.shm --json
+  json_check "doc['verdict'] == 'dead-owners' and doc['exit'] == 3 and sorted(s['pid'] for s in doc['dead_owner_slots']) == sorted([$p1, $p2])"
+  run 0 check p.shm --consistency-only; contains "$out" "owners not judged"
+  # Inconsistency outranks dead owners.
+  cp p.shm bad.shm; printf '\x00\x00\x00\x00\x00\x00\x00\x80' | dd of=bad.shm bs=1 seek=320 conv=notrunc status=none
+  run 1 check bad.shm
+  run 0 recover p.shm; run 0 check p.shm; contains "$out" "healthy"
+  ;;
+json_schemas)
+  command -v python3 >/dev/null || { echo "SKIP: needs python3"; exit 77; }
+  run 0 create p.shm --variant str --capacity 10 --max-len 20
+  "$helper" die p.shm >/dev/null 2>&1   # str pool: the helper refuses; owners come from the i64 pool below
+  run 0 create q.shm --variant i64 --capacity 10
+  read -r slot pid < <("$helper" die q.shm) || fail "helper die failed"
+  run 0 info p.shm --json
+  json_check "doc['schema'] == 'shmpool-info/1' and doc['file'] == 'p.shm' and doc['variant'] == 'str' and doc['capacity'] == 10 and doc['max_len'] == 20 and doc['format_version'] == 1"
+  run 0 info q.shm --json; json_check "doc['max_len'] is None and doc['elem_size'] == 8"
+  run 0 stats q.shm --json
+  json_check "doc['schema'] == 'shmpool-stats/1' and doc['used'] == 1 and doc['allocs'] == 1 and doc['time'].endswith('Z')"
+  run 0 slots q.shm --json
+  json_check "doc['schema'] == 'shmpool-slots/1' and doc['taken'] == 1 and doc['dead'] == 1 and doc['slots'] == [{'slot': $slot, 'state': 'allocated', 'pid': $pid, 'identity': doc['slots'][0]['identity'], 'owner': 'dead', 'command': None, 'allocs': 1}]"
+  run 0 check p.shm --json
+  json_check "doc['schema'] == 'shmpool-check/1' and doc['verdict'] == 'healthy' and doc['exit'] == 0 and doc['problems'] == [] and doc['variant'] == 'str'"
+  # --watch --json: JSON Lines, each line a whole object with its own time.
+  run 0 stats q.shm --json --watch 0.05 --count 3
+  python3 - "$out" <<'PY' || fail "--watch --json is not JSON Lines with a time per line: $out"
+import json, re, sys
+lines = sys.argv[1].split("\n")
+assert len(lines) == 3, lines
+for line in lines:
+    doc = json.loads(line)
+    assert doc["schema"] == "shmpool-stats/1" and doc["used"] == 1
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", doc["time"]), doc["time"]
+PY
+  ;;
+exit_status_per_cause)
+  # One status per cause, whatever the subcommand (shmpool --help, "Exit status").
+  for c in info stats slots check recover; do
+    run 2 "$c" missing.shm; contains "$err" "No such file"; one_line "$err"
+  done
+  run 0 create d.shm --variant i64 --capacity 10
+  printf '\x0b' | dd of=d.shm bs=1 seek=16 conv=notrunc status=none   # our magic, stale checksum
+  for c in info stats slots check; do run 1 "$c" d.shm; done
+  run 64 create z.shm --variant i64 --capacity 0; one_line "$err"
+  run 64 create z.shm --variant raw --capacity 3 --elem-size 0; one_line "$err"
+  [ ! -e z.shm ] || fail "a rejected create left z.shm behind"
+  run 0 create e.shm --variant i64 --capacity 3
+  run 5 create e.shm --variant i64 --capacity 3; contains "$err" "already exists"
+  timeout 10 "$cli" stats e.shm --watch 0.01 --count 0 >out.txt 2>err.txt; got=$?
+  [ "$got" -eq 64 ] || fail "--count 0 exited $got, expected 64 (124: it watched forever)"
+  contains "$(cat err.txt)" "--count must be at least 1"
+  run 0 --help; contains "$out" "64  usage error"; contains "$out" "3   check: slots are held by processes"
+  ;;
+end_of_options)
+  # -- ends the options (getopt_long): a file named like an option is an operand.
+  run 0 create --variant i64 --capacity 3 -- -x.shm; contains "$out" "created -x.shm"
+  run 0 info -- -x.shm; contains "$out" "variant:        i64"
+  run 64 info -x.shm; contains "$err" "unknown option -x"; one_line "$err"
+  run 0 create --capacity=4 --variant=i32 y.shm          # options before the operand, --name=value
+  run 0 info --json y.shm; contains "$out" '"capacity": 4'
+  run 0 create w.shm --var i64 --cap 5                   # unambiguous prefixes, as getopt_long allows
+  run 0 info w.shm; contains "$out" "capacity:       5"
+  run 64 info w.shm --json=yes; contains "$err" "--json takes no value"; one_line "$err"
+  run 64 stats w.shm --watch; contains "$err" "--watch needs a value"; one_line "$err"
+  ;;
+list_dir)
+  mkdir pools
+  run 0 create pools/a.shm --variant i64 --capacity 10
+  read -r _ _ < <("$helper" die pools/a.shm) || fail "helper die failed"
+  run 0 create pools/b.shm --variant str --capacity 7 --max-len 8
+  run 0 create pools/damaged.shm --variant i64 --capacity 10
+  printf '\x0b' | dd of=pools/damaged.shm bs=1 seek=16 conv=notrunc status=none
+  run 0 create pools/secret.shm --variant f64 --capacity 3
+  echo "not a pool, long enough to hold a header if it were one.............................." >pools/text
+  printf 'tiny' >pools/tiny; mkfifo pools/fifo; mkdir pools/sub; ln -s a.shm pools/link
+  timeout 20 "$cli" list pools >out.txt 2>err.txt; got=$?
+  out=$(cat out.txt)
+  [ "$got" -eq 0 ] || fail "list exited $got: $out $(cat err.txt)"
+  grep -qE '^a\.shm +i64 +10 +1 +1 +0 +ok$' <<<"$out" || fail "list does not show a.shm with one dead-owner slot: $out"
+  grep -qE '^b\.shm +str +7 +0 +0 +0 +ok$' <<<"$out" || fail "list does not show b.shm: $out"
+  grep -qE '^damaged\.shm .*damaged: .*checksum' <<<"$out" || fail "list does not show damaged.shm as damaged: $out"
+  contains "$out" "4 pool(s) in pools, 5 other file(s) skipped, 0 unreadable"
+  run 0 list pools --json
+  json_check "doc['schema'] == 'shmpool-list/1' and doc['skipped'] == 5 and doc['unreadable'] == [] and [p['name'] for p in doc['pools']] == ['a.shm', 'b.shm', 'damaged.shm', 'secret.shm'] and doc['pools'][0]['dead_owner_slots'] == 1 and doc['pools'][2]['status'] == 'damaged'"
+  run 2 list no-such-dir; one_line "$err"
+  run 64 list a b; one_line "$err"
+  if [ -d /dev/shm ]; then run 0 list; contains "$out" "in /dev/shm"; fi
+  # A file we may not read is named, not skipped.
+  chmod 755 "$dir" pools; chmod 644 pools/*.shm; chmod 600 pools/secret.shm
+  if setpriv --reuid=65534 --regid=65534 --clear-groups true 2>/dev/null; then
+    setpriv --reuid=65534 --regid=65534 --clear-groups "$cli" list pools >out.txt 2>err.txt || fail "list as nobody failed"
+    out=$(cat out.txt)
+    contains "$out" "unreadable: secret.shm: open: Permission denied"
+    contains "$out" "3 pool(s) in pools, 5 other file(s) skipped, 1 unreadable"
+  fi
+  ;;
+man_page)
+  # shmpool(1) is written from the same text as --help, and installed.
+  [ -n "$tools_bin" ] && [ -f "$tools_bin/shmpool.1" ] || fail "the build wrote no shmpool.1 in $tools_bin"
+  "$cli" --man >man.1 || fail "shmpool --man failed"
+  cmp -s man.1 "$tools_bin/shmpool.1" || fail "the built shmpool.1 is not what shmpool --man prints"
+  for c in info stats slots check list recover create; do
+    run 0 "$c" --help
+    synopsis=$(head -1 <<<"$out" | sed -e 's/^usage: shmpool //' -e 's/-/\\-/g')
+    grep -qF ".SS \"$synopsis\"" man.1 || fail "the man page has no section for: $synopsis"
+    option=$(grep -m1 -oE '^  --[a-z-]+' <<<"$out" | sed -e 's/^  //' -e 's/-/\\-/g')
+    [ -z "$option" ] || grep -qF ".B $option" man.1 || fail "the man page lacks $c's option $option"
+  done
+  for code in 0 1 2 3 4 5 64; do grep -qxF ".B $code" man.1 || fail "the man page does not document exit status $code"; done
+  if command -v groff >/dev/null; then
+    warnings=$(LC_ALL=C.UTF-8 groff -man -Tutf8 -ww -z man.1 2>&1)
+    [ -z "$warnings" ] || fail "groff warns: $warnings"
+  fi
+  cmake -DCMAKE_INSTALL_PREFIX="$dir/inst" -P "$tools_bin/cmake_install.cmake" >install.log 2>&1 ||
+    fail "installing the tool failed: $(cat install.log)"
+  cmp -s "$dir/inst/share/man/man1/shmpool.1" man.1 || fail "shmpool.1 is not installed under share/man/man1"
+  [ -x "$dir/inst/bin/shmpool" ] || fail "bin/shmpool is not installed"
   ;;
 *)
   fail "unknown case"
