@@ -51,6 +51,11 @@ class error : public std::runtime_error {
 
 }  // namespace shmpool
 
-/// errc converts to std::error_code implicitly.
+// errc converts to std::error_code implicitly.  Hidden from the reference
+// (doxygen 1.9.4 cannot place a specialisation declared with a qualified
+// name: "internal inconsistency"); error_category() and make_error_code()
+// say the same.
+/// @cond SHMPOOL_STD_SPECIALISATIONS
 template <>
 struct std::is_error_code_enum<shmpool::errc> : std::true_type {};
+/// @endcond
