@@ -230,7 +230,7 @@ json_schemas)
   run 0 create q.shm --variant i64 --capacity 10
   read -r slot pid < <("$helper" die q.shm) || fail "helper die failed"
   run 0 info p.shm --json
-  json_check "doc['schema'] == 'shmpool-info/1' and doc['file'] == 'p.shm' and doc['variant'] == 'str' and doc['capacity'] == 10 and doc['max_len'] == 20 and doc['format_version'] == 1"
+  json_check "doc['schema'] == 'shmpool-info/1' and doc['file'] == 'p.shm' and doc['variant'] == 'str' and doc['capacity'] == 10 and doc['max_len'] == 20 and doc['format_version'] == 2"
   run 0 info q.shm --json; json_check "doc['max_len'] is None and doc['elem_size'] == 8"
   run 0 stats q.shm --json
   json_check "doc['schema'] == 'shmpool-stats/1' and doc['used'] == 1 and doc['allocs'] == 1 and doc['time'].endswith('Z')"
