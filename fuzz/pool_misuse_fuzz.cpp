@@ -727,7 +727,15 @@ class misuse_run {
   // ---- str pool ----
   void str_op() {
     str_pool& s = *str_;
-    const slot_index i = in_.u8() % (str_capacity + 1);
+    // Odd: the n-th slot we hold (which slot alloc returns depends on the
+    // caller's identity); even: a slot number, or out of range.
+    const std::uint8_t pick = in_.u8();
+    slot_index i = (pick >> 1) % (str_capacity + 1);
+    if ((pick & 1) && !str_values_.empty()) {
+      auto it = str_values_.begin();
+      std::advance(it, (pick >> 1) % str_values_.size());
+      i = it->first;
+    }
     if (i >= str_capacity) {
       expect_throws<std::out_of_range>([&] { s.set(i, "x"); }, "str set(out of range)");
       return;
