@@ -582,16 +582,16 @@ class misuse_run {
       if (fcntl(fd, F_GETFD) < 0) return fd;
   }
 
-  // One thread switches the handle's eventfd around (own, caller's, none)
-  // while another notifies and consumes and a third recycles fd numbers: a
-  // stale fd closed or written would hit the recycled dup.
+  // Two threads switch the handle's eventfd around (own, caller's, none)
+  // while this one notifies and consumes and a fourth recycles fd numbers:
+  // a stale fd closed twice or written would hit the recycled dup.
   void race_eventfd(unsigned k) {
     if (races_++ >= 2) return;
     pool& p = h(k);
     const int rounds = 16 + in_.u8() % 48;
     std::atomic<bool> bad_fd{false};
     std::atomic<int> done{0};
-    std::thread switcher([&] {
+    auto switch_around = [&] {
       for (int r = 0; r < rounds; ++r) {
         p.eventfd_set(f_.caller_efd);
         (void)p.eventfd();
@@ -600,20 +600,22 @@ class misuse_run {
       }
       p.eventfd_set(-1);
       done.fetch_add(1);
-    });
+    };
+    std::thread switcher(switch_around), second_switcher(switch_around);
     std::thread recycler([&] {
-      while (done.load() == 0) {
+      while (done.load() < 2) {
         const int d = dup(f_.unrelated);
         if (d < 0) continue;
         if (!fd_is(d, f_.unrelated_ino)) bad_fd = true;
         if (close(d) != 0) bad_fd = true;  // someone closed our number
       }
     });
-    while (done.load() == 0) {
+    while (done.load() < 2) {
       (void)p.notify();
       (void)p.eventfd_consume();
     }
     switcher.join();
+    second_switcher.join();
     recycler.join();
     if (bad_fd) fail("the eventfd race closed or replaced an unrelated fd");
     m_[k].efd = efd_state::none;
