@@ -38,6 +38,7 @@
 #include <cmath>
 #include <csignal>
 #include <cstdint>
+#include <cstdio>
 #include <limits>
 #include <map>
 #include <mutex>
@@ -186,7 +187,12 @@ class failures {
  public:
   void add(const std::string& what) {
     std::lock_guard lock(m_);
-    if (first_.empty()) first_ = what;
+    if (first_.empty()) {
+      first_ = what;
+      // Printed now as well: a shrunk concurrent case may pass on its final
+      // re-run, and RapidCheck then reports that run's result.
+      std::fprintf(stderr, "pool_misuse: %s\n", what.c_str());
+    }
     any_.store(true);
   }
   bool any() const { return any_.load(); }
