@@ -21,7 +21,7 @@ mkdir -p "$OUT" "$WORK/shmpool-core"
 
 # target name -> source, as fuzz/CMakeLists.txt names them
 targets=(fuzz_open:pool_open_fuzz.cpp fuzz_mutate_valid:pool_mutate_fuzz.cpp fuzz_ops:pool_ops_fuzz.cpp
-         fuzz_registry:registry_fuzz.cpp)
+         fuzz_registry:registry_fuzz.cpp fuzz_misuse:pool_misuse_fuzz.cpp)
 
 # The core, once (-fsanitize=fuzzer-no-link from CXXFLAGS instruments it).
 objects=()

@@ -14,7 +14,7 @@ export SANITIZER=address
 export OUT=$(mktemp -d) WORK=$(mktemp -d)
 trap 'rm -rf "$OUT" "$WORK"' EXIT
 "$root/fuzz/build.sh"
-for t in fuzz_open fuzz_mutate_valid fuzz_ops fuzz_registry; do
+for t in fuzz_open fuzz_mutate_valid fuzz_ops fuzz_registry fuzz_misuse; do
   for f in "$t" "${t}_seed_corpus.zip" "$t.dict" "$t.options"; do
     [ -e "$OUT/$f" ] || { echo "oss_fuzz_build: $OUT/$f missing"; exit 1; }
   done
