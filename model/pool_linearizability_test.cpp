@@ -524,8 +524,11 @@ void run_until_overlapping(const program& prog, actors_are how, run_budget budge
 }
 
 // The floor: at least this share of programs must have produced an
-// overlapping history (measured on 2 loaded cores: model/README.md).
-constexpr double overlap_floor = 0.3;
+// overlapping history.  Measured with the test running alone (ctest
+// RUN_SERIAL) on 2 cores: 35-100%; with the rest of the suite beside it the
+// share fell to 22% once, so the floor sits at 15%, where a run that is
+// really sequential (0-5%) still fails.
+constexpr double overlap_floor = 0.15;
 
 void check_concurrently(actors_are how, run_budget budget) {
   concurrency_tally tally;
