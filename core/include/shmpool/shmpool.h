@@ -63,11 +63,15 @@
 extern "C" {
 #endif
 
-#if defined(__GNUC__) && !defined(SHMPOOL_C_EXPORT)
-/** Marks a function of the C API as exported from the shared library. */
+#ifndef SHMPOOL_C_EXPORT
+#if defined(__GNUC__)
+/** Marks a function of the C API as exported from the shared library
+ *  (visible even when the library is built with -fvisibility=hidden). */
 #define SHMPOOL_C_EXPORT __attribute__((visibility("default")))
-#elif !defined(SHMPOOL_C_EXPORT)
+#else
+/** Marks a function of the C API as exported (nothing to do here). */
 #define SHMPOOL_C_EXPORT
+#endif
 #endif
 
 /* ---- variants ---------------------------------------------------------- */
