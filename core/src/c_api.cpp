@@ -20,16 +20,27 @@
 
 #include "shmpool/pool.hpp"
 
-// The handle: one C++ pool of the variant it was opened as.
+// The handle: one C++ pool of the variant it was opened as.  Nothing but
+// data, so that the library exports no C++ symbol for it.
 struct shmpool_handle {
   std::variant<shmpool::pool, shmpool::i64_pool, shmpool::i32_pool, shmpool::f64_pool, shmpool::str_pool> pool;
-
-  shmpool::detail::pool_base& base() {
-    return std::visit([](auto& p) -> shmpool::detail::pool_base& { return p; }, pool);
-  }
 };
 
+// The C variants are the values of shmpool::pool_variant (the header's
+// variant field, core/FORMAT.md).
+static_assert(SHMPOOL_VARIANT_RAW == static_cast<int>(shmpool::pool_variant::raw));
+static_assert(SHMPOOL_VARIANT_I64 == static_cast<int>(shmpool::pool_variant::i64));
+static_assert(SHMPOOL_VARIANT_I32 == static_cast<int>(shmpool::pool_variant::i32));
+static_assert(SHMPOOL_VARIANT_F64 == static_cast<int>(shmpool::pool_variant::f64));
+static_assert(SHMPOOL_VARIANT_STR == static_cast<int>(shmpool::pool_variant::str));
+// shmpool_stats is filled field by field, whole 64-bit fields only.
+static_assert(sizeof(shmpool_stats) == 12 * sizeof(std::uint64_t));
+
 namespace {
+
+shmpool::detail::pool_base& base_of_handle(shmpool_handle& h) {
+  return std::visit([](auto& p) -> shmpool::detail::pool_base& { return p; }, h.pool);
+}
 
 using shmpool::errc;
 
@@ -110,7 +121,7 @@ T& need(T* p, const char* what) {
   return *p;
 }
 
-shmpool::detail::pool_base& base_of(shmpool_t* h) { return need(h, "the pool handle").base(); }
+shmpool::detail::pool_base& base_of(shmpool_t* h) { return base_of_handle(need(h, "the pool handle")); }
 
 const char* variant_name(int v) noexcept {
   switch (v) {
@@ -130,7 +141,7 @@ P& as(shmpool_t* h, const char* function) {
   if (p == nullptr)
     throw c_status{SHMPOOL_EWRONGVARIANT,
                    std::string(function) + ": the handle is a " +
-                       variant_name(static_cast<int>(h->base().variant())) + " pool"};
+                       variant_name(static_cast<int>(base_of_handle(*h).variant())) + " pool"};
   return *p;
 }
 
