@@ -518,6 +518,43 @@ static void test_processes(void) {
   close(ready[1]);
 }
 
+/* The C++ errors that need a particular file or environment, each as its
+ * documented code: a truncated pool file, a pool larger than memory, and a
+ * process that cannot read its own identity (no fd left for /proc/self/stat). */
+static void test_environment_errors(void) {
+  shmpool_error err;
+  const char *path = path_in_dir("trunc.shm");
+  shmpool_t *p = shmpool_open(path, SHMPOOL_VARIANT_I64, 64, 0, &err);
+  pid_t child;
+  int status = 0;
+  CHECK(p != NULL);
+  if (p == NULL) return;
+  CHECK(shmpool_close(p) == SHMPOOL_OK);
+  CHECK(truncate(path, 100) == 0);
+  CHECK(shmpool_open(path, SHMPOOL_VARIANT_I64, 64, 0, &err) == NULL && err.code == SHMPOOL_ETRUNCATED);
+
+  /* About 1000 GiB (under the format's 1 TiB limit): more than this
+   * machine's memory and swap, so refused before anything is reserved. */
+  CHECK(shmpool_anonymous(SHMPOOL_VARIANT_RAW, 1000u * 1024u, 1u << 20, &err) == NULL);
+  CHECK(err.code == SHMPOOL_EEXCEEDS);
+
+  p = shmpool_anonymous(SHMPOOL_VARIANT_I64, 4, 0, &err);
+  CHECK(p != NULL);
+  if (p == NULL) return;
+  child = fork(); /* a fork child computes its own identity on first use */
+  if (child == 0) {
+    uint64_t slot = 0, used = 1;
+    shmpool_error e;
+    while (dup(0) >= 0) {
+    }
+    if (shmpool_alloc(p, &slot, &e) != SHMPOOL_EIDENTITY || e.code != SHMPOOL_EIDENTITY) _exit(1);
+    if (shmpool_used(p, &used, NULL) != SHMPOOL_OK || used != 0) _exit(2); /* no slot was touched */
+    _exit(0);
+  }
+  CHECK(child > 0 && waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  CHECK(shmpool_close(p) == SHMPOOL_OK);
+}
+
 int main(int argc, char **argv) {
   if (argc > 1 && strcmp(argv[1], "--abi") == 0) {
     printf("struct shmpool_error %u\n", (unsigned)sizeof(shmpool_error));
@@ -536,6 +573,7 @@ int main(int argc, char **argv) {
   test_check_and_eventfd();
   test_null_and_bad_arguments();
   test_processes();
+  test_environment_errors();
   {
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
