@@ -193,7 +193,7 @@ constexpr bool sized = std::is_same_v<P, shmpool::pool> || std::is_same_v<P, shm
 
 // Every definition below has C linkage from its declaration in shmpool.h.
 
-const char* shmpool_strerror(int code) {
+const char* shmpool_strerror(int code) noexcept {
   switch (code) {
     case SHMPOOL_OK: return "SHMPOOL_OK: success";
     case SHMPOOL_EINVAL: return "SHMPOOL_EINVAL: a NULL or invalid argument";
@@ -223,7 +223,7 @@ const char* shmpool_strerror(int code) {
 // ---- open and close ----
 
 shmpool_t* shmpool_open(const char* path, int variant, std::uint64_t capacity, std::uint64_t size,
-                        shmpool_error* err) {
+                        shmpool_error* err) noexcept {
   if (path == nullptr) {
     report(err, SHMPOOL_EINVAL, 0, "shmpool_open: the path is NULL");
     return nullptr;
@@ -234,7 +234,7 @@ shmpool_t* shmpool_open(const char* path, int variant, std::uint64_t capacity, s
   });
 }
 
-shmpool_t* shmpool_anonymous(int variant, std::uint64_t capacity, std::uint64_t size, shmpool_error* err) {
+shmpool_t* shmpool_anonymous(int variant, std::uint64_t capacity, std::uint64_t size, shmpool_error* err) noexcept {
   return construct(variant, size, err, [&]<class P>(std::type_identity<P>, std::uint64_t s) {
     if constexpr (sized<P>) return P::anonymous(capacity, s);
     else return P::anonymous(capacity);
@@ -242,7 +242,7 @@ shmpool_t* shmpool_anonymous(int variant, std::uint64_t capacity, std::uint64_t 
 }
 
 shmpool_t* shmpool_memfd(const char* name, int variant, std::uint64_t capacity, std::uint64_t size,
-                         shmpool_error* err) {
+                         shmpool_error* err) noexcept {
   if (name == nullptr) {
     report(err, SHMPOOL_EINVAL, 0, "shmpool_memfd: the name is NULL");
     return nullptr;
@@ -253,12 +253,12 @@ shmpool_t* shmpool_memfd(const char* name, int variant, std::uint64_t capacity, 
   });
 }
 
-shmpool_t* shmpool_from_fd(int fd, int variant, shmpool_error* err) {
+shmpool_t* shmpool_from_fd(int fd, int variant, shmpool_error* err) noexcept {
   // The fixed-size variants take 0; construct() checks nothing else here.
   return construct(variant, 0, err, [&]<class P>(std::type_identity<P>, std::uint64_t) { return P::from_fd(fd); });
 }
 
-int shmpool_close(shmpool_t* pool) {
+int shmpool_close(shmpool_t* pool) noexcept {
   if (pool == nullptr) return SHMPOOL_EINVAL;
   delete pool;  // the C++ destructors never throw
   return SHMPOOL_OK;
@@ -266,7 +266,7 @@ int shmpool_close(shmpool_t* pool) {
 
 // ---- allocation ----
 
-int shmpool_alloc(shmpool_t* pool, std::uint64_t* slot, shmpool_error* err) {
+int shmpool_alloc(shmpool_t* pool, std::uint64_t* slot, shmpool_error* err) noexcept {
   return guarded(err, [&] {
     auto& out = need(slot, "slot");
     out = *base_of(pool).alloc();
@@ -274,7 +274,7 @@ int shmpool_alloc(shmpool_t* pool, std::uint64_t* slot, shmpool_error* err) {
   });
 }
 
-int shmpool_alloc_timeout(shmpool_t* pool, std::int64_t timeout_ns, std::uint64_t* slot, shmpool_error* err) {
+int shmpool_alloc_timeout(shmpool_t* pool, std::int64_t timeout_ns, std::uint64_t* slot, shmpool_error* err) noexcept {
   return guarded(err, [&] {
     auto& out = need(slot, "slot");
     auto& p = base_of(pool);
@@ -285,20 +285,20 @@ int shmpool_alloc_timeout(shmpool_t* pool, std::int64_t timeout_ns, std::uint64_
   });
 }
 
-int shmpool_try_alloc(shmpool_t* pool, std::uint64_t* slot, shmpool_error* err) {
+int shmpool_try_alloc(shmpool_t* pool, std::uint64_t* slot, shmpool_error* err) noexcept {
   return shmpool_alloc_timeout(pool, 0, slot, err);
 }
 
-int shmpool_free(shmpool_t* pool, std::uint64_t slot, shmpool_error* err) {
+int shmpool_free(shmpool_t* pool, std::uint64_t slot, shmpool_error* err) noexcept {
   return guarded(err, [&] { return base_of(pool).free(slot) ? SHMPOOL_OK : SHMPOOL_ENOTALLOC; });
 }
 
-int shmpool_free_if_mine(shmpool_t* pool, std::uint64_t slot, shmpool_error* err) {
+int shmpool_free_if_mine(shmpool_t* pool, std::uint64_t slot, shmpool_error* err) noexcept {
   return guarded(err, [&] { return base_of(pool).free_if_mine(slot) ? SHMPOOL_OK : SHMPOOL_ENOTOWNER; });
 }
 
 int shmpool_alloc_n(shmpool_t* pool, std::size_t n, std::uint64_t* slots, std::int64_t timeout_ns,
-                    shmpool_error* err) {
+                    shmpool_error* err) noexcept {
   return guarded(err, [&] {
     auto& p = base_of(pool);
     if (n == 0) return SHMPOOL_OK;
@@ -311,7 +311,7 @@ int shmpool_alloc_n(shmpool_t* pool, std::size_t n, std::uint64_t* slots, std::i
 }
 
 int shmpool_free_n(shmpool_t* pool, const std::uint64_t* slots, std::size_t n, std::size_t* freed,
-                   shmpool_error* err) {
+                   shmpool_error* err) noexcept {
   return guarded(err, [&] {
     auto& p = base_of(pool);
     if (n != 0) need(slots, "slots");
@@ -323,7 +323,7 @@ int shmpool_free_n(shmpool_t* pool, const std::uint64_t* slots, std::size_t n, s
 
 // ---- raw bytes and strings ----
 
-int shmpool_get(shmpool_t* pool, std::uint64_t slot, void* buf, std::size_t size, shmpool_error* err) {
+int shmpool_get(shmpool_t* pool, std::uint64_t slot, void* buf, std::size_t size, shmpool_error* err) noexcept {
   return guarded(err, [&] {
     auto& p = as<shmpool::pool>(pool, "shmpool_get");
     if (size != 0) need_nonnull(buf, "buf");
@@ -334,7 +334,7 @@ int shmpool_get(shmpool_t* pool, std::uint64_t slot, void* buf, std::size_t size
   });
 }
 
-int shmpool_set(shmpool_t* pool, std::uint64_t slot, const void* bytes, std::size_t size, shmpool_error* err) {
+int shmpool_set(shmpool_t* pool, std::uint64_t slot, const void* bytes, std::size_t size, shmpool_error* err) noexcept {
   return guarded(err, [&] {
     auto& p = as<shmpool::pool>(pool, "shmpool_set");
     if (size != 0) need_nonnull(bytes, "bytes");
@@ -344,7 +344,7 @@ int shmpool_set(shmpool_t* pool, std::uint64_t slot, const void* bytes, std::siz
 }
 
 int shmpool_get_str(shmpool_t* pool, std::uint64_t slot, char* buf, std::size_t size, std::size_t* length,
-                    shmpool_error* err) {
+                    shmpool_error* err) noexcept {
   return guarded(err, [&] {
     auto& p = as<shmpool::str_pool>(pool, "shmpool_get_str");
     if (size != 0) need_nonnull(buf, "buf");
@@ -357,7 +357,7 @@ int shmpool_get_str(shmpool_t* pool, std::uint64_t slot, char* buf, std::size_t 
   });
 }
 
-int shmpool_set_str(shmpool_t* pool, std::uint64_t slot, const char* s, std::size_t len, shmpool_error* err) {
+int shmpool_set_str(shmpool_t* pool, std::uint64_t slot, const char* s, std::size_t len, shmpool_error* err) noexcept {
   return guarded(err, [&] {
     auto& p = as<shmpool::str_pool>(pool, "shmpool_set_str");
     if (len != 0) need(s, "s");
@@ -366,7 +366,7 @@ int shmpool_set_str(shmpool_t* pool, std::uint64_t slot, const char* s, std::siz
   });
 }
 
-int shmpool_max_len(shmpool_t* pool, std::uint64_t* max_len, shmpool_error* err) {
+int shmpool_max_len(shmpool_t* pool, std::uint64_t* max_len, shmpool_error* err) noexcept {
   return guarded(err, [&] {
     auto& p = as<shmpool::str_pool>(pool, "shmpool_max_len");
     need(max_len, "max_len") = p.max_len();
@@ -433,30 +433,30 @@ int int_add(shmpool_t* pool, std::uint64_t slot, T delta, T* new_value, shmpool_
 }  // namespace
 
 #define SHMPOOL_C_INTEGER_FUNCTIONS(W, P, T)                                                                   \
-  int shmpool_get_##W(shmpool_t* pool, std::uint64_t slot, T* value, shmpool_error* err) {                    \
+  int shmpool_get_##W(shmpool_t* pool, std::uint64_t slot, T* value, shmpool_error* err) noexcept {           \
     return int_get<P>(pool, slot, value, err, "shmpool_get_" #W);                                             \
   }                                                                                                           \
-  int shmpool_set_##W(shmpool_t* pool, std::uint64_t slot, T value, shmpool_error* err) {                     \
+  int shmpool_set_##W(shmpool_t* pool, std::uint64_t slot, T value, shmpool_error* err) noexcept {            \
     return int_set<P>(pool, slot, value, err, "shmpool_set_" #W);                                             \
   }                                                                                                           \
   int shmpool_cas_##W(shmpool_t* pool, std::uint64_t slot, T expected, T desired, int* swapped,               \
-                      shmpool_error* err) {                                                                   \
+                      shmpool_error* err) noexcept {                                                          \
     return int_cas<P>(pool, slot, expected, desired, swapped, err, "shmpool_cas_" #W);                        \
   }                                                                                                           \
   int shmpool_cmpxchg_##W(shmpool_t* pool, std::uint64_t slot, T expected, T desired, T* old,                 \
-                          shmpool_error* err) {                                                               \
+                          shmpool_error* err) noexcept {                                                      \
     return int_cmpxchg<P>(pool, slot, expected, desired, old, err, "shmpool_cmpxchg_" #W);                    \
   }                                                                                                           \
-  int shmpool_xchg_##W(shmpool_t* pool, std::uint64_t slot, T value, T* old, shmpool_error* err) {            \
+  int shmpool_xchg_##W(shmpool_t* pool, std::uint64_t slot, T value, T* old, shmpool_error* err) noexcept {   \
     return int_xchg<P>(pool, slot, value, old, err, "shmpool_xchg_" #W);                                      \
   }                                                                                                           \
-  int shmpool_add_##W(shmpool_t* pool, std::uint64_t slot, T delta, T* new_value, shmpool_error* err) {       \
+  int shmpool_add_##W(shmpool_t* pool, std::uint64_t slot, T delta, T* new_value, shmpool_error* err) noexcept {       \
     return int_add<P>(pool, slot, delta, new_value, err, "shmpool_add_" #W);                                  \
   }                                                                                                           \
-  int shmpool_incr_##W(shmpool_t* pool, std::uint64_t slot, T* new_value, shmpool_error* err) {               \
+  int shmpool_incr_##W(shmpool_t* pool, std::uint64_t slot, T* new_value, shmpool_error* err) noexcept {      \
     return int_add<P>(pool, slot, T{1}, new_value, err, "shmpool_incr_" #W);                                  \
   }                                                                                                           \
-  int shmpool_decr_##W(shmpool_t* pool, std::uint64_t slot, T* new_value, shmpool_error* err) {               \
+  int shmpool_decr_##W(shmpool_t* pool, std::uint64_t slot, T* new_value, shmpool_error* err) noexcept {      \
     return int_add<P>(pool, slot, T{-1}, new_value, err, "shmpool_decr_" #W);                                 \
   }
 
@@ -464,17 +464,17 @@ SHMPOOL_C_INTEGER_FUNCTIONS(i64, shmpool::i64_pool, std::int64_t)
 SHMPOOL_C_INTEGER_FUNCTIONS(i32, shmpool::i32_pool, std::int32_t)
 #undef SHMPOOL_C_INTEGER_FUNCTIONS
 
-int shmpool_get_f64(shmpool_t* pool, std::uint64_t slot, double* value, shmpool_error* err) {
+int shmpool_get_f64(shmpool_t* pool, std::uint64_t slot, double* value, shmpool_error* err) noexcept {
   return int_get<shmpool::f64_pool>(pool, slot, value, err, "shmpool_get_f64");
 }
 
-int shmpool_set_f64(shmpool_t* pool, std::uint64_t slot, double value, shmpool_error* err) {
+int shmpool_set_f64(shmpool_t* pool, std::uint64_t slot, double value, shmpool_error* err) noexcept {
   return int_set<shmpool::f64_pool>(pool, slot, value, err, "shmpool_set_f64");
 }
 
 // ---- zero-copy ----
 
-int shmpool_slot_ptr(shmpool_t* pool, std::uint64_t slot, void** ptr, shmpool_error* err) {
+int shmpool_slot_ptr(shmpool_t* pool, std::uint64_t slot, void** ptr, shmpool_error* err) noexcept {
   return guarded(err, [&] {
     auto& p = base_of(pool);
     auto& out = need(ptr, "ptr");
@@ -483,7 +483,7 @@ int shmpool_slot_ptr(shmpool_t* pool, std::uint64_t slot, void** ptr, shmpool_er
   });
 }
 
-int shmpool_data_ptr(shmpool_t* pool, void** ptr, shmpool_error* err) {
+int shmpool_data_ptr(shmpool_t* pool, void** ptr, shmpool_error* err) noexcept {
   return guarded(err, [&] {
     auto& p = base_of(pool);
     need(ptr, "ptr") = p.data_ptr();
@@ -506,35 +506,35 @@ int status_of(shmpool_t* pool, T* out, shmpool_error* err, Read read) {
 }
 }  // namespace
 
-int shmpool_is_allocated(shmpool_t* pool, std::uint64_t slot, int* allocated, shmpool_error* err) {
+int shmpool_is_allocated(shmpool_t* pool, std::uint64_t slot, int* allocated, shmpool_error* err) noexcept {
   return status_of(pool, allocated, err, [&](auto& p) { return p.is_allocated(slot) ? 1 : 0; });
 }
 
-int shmpool_owner(shmpool_t* pool, std::uint64_t slot, pid_t* pid, shmpool_error* err) {
+int shmpool_owner(shmpool_t* pool, std::uint64_t slot, pid_t* pid, shmpool_error* err) noexcept {
   return status_of(pool, pid, err, [&](auto& p) { return p.owner(slot); });
 }
 
-int shmpool_used(shmpool_t* pool, std::uint64_t* used, shmpool_error* err) {
+int shmpool_used(shmpool_t* pool, std::uint64_t* used, shmpool_error* err) noexcept {
   return status_of(pool, used, err, [](auto& p) { return p.used(); });
 }
 
-int shmpool_available(shmpool_t* pool, std::uint64_t* available, shmpool_error* err) {
+int shmpool_available(shmpool_t* pool, std::uint64_t* available, shmpool_error* err) noexcept {
   return status_of(pool, available, err, [](auto& p) { return p.available(); });
 }
 
-int shmpool_capacity(shmpool_t* pool, std::uint64_t* capacity, shmpool_error* err) {
+int shmpool_capacity(shmpool_t* pool, std::uint64_t* capacity, shmpool_error* err) noexcept {
   return status_of(pool, capacity, err, [](auto& p) { return p.capacity(); });
 }
 
-int shmpool_elem_size(shmpool_t* pool, std::uint64_t* elem_size, shmpool_error* err) {
+int shmpool_elem_size(shmpool_t* pool, std::uint64_t* elem_size, shmpool_error* err) noexcept {
   return status_of(pool, elem_size, err, [](auto& p) { return p.elem_size(); });
 }
 
-int shmpool_variant(shmpool_t* pool, int* variant, shmpool_error* err) {
+int shmpool_variant(shmpool_t* pool, int* variant, shmpool_error* err) noexcept {
   return status_of(pool, variant, err, [](auto& p) { return static_cast<int>(p.variant()); });
 }
 
-int shmpool_get_stats(shmpool_t* pool, shmpool_stats* stats, shmpool_error* err) {
+int shmpool_get_stats(shmpool_t* pool, shmpool_stats* stats, shmpool_error* err) noexcept {
   return guarded(err, [&] {
     auto& p = base_of(pool);
     auto& out = need(stats, "stats");
@@ -565,7 +565,7 @@ int shmpool_get_stats(shmpool_t* pool, shmpool_stats* stats, shmpool_error* err)
 
 // ---- recovery and health ----
 
-int shmpool_recover_stale(shmpool_t* pool, std::size_t* freed, shmpool_error* err) {
+int shmpool_recover_stale(shmpool_t* pool, std::size_t* freed, shmpool_error* err) noexcept {
   return guarded(err, [&] {
     const std::size_t n = base_of(pool).recover_stale();
     if (freed != nullptr) *freed = n;
@@ -573,7 +573,7 @@ int shmpool_recover_stale(shmpool_t* pool, std::size_t* freed, shmpool_error* er
   });
 }
 
-int shmpool_release_owner(shmpool_t* pool, pid_t pid, std::size_t* freed, shmpool_error* err) {
+int shmpool_release_owner(shmpool_t* pool, pid_t pid, std::size_t* freed, shmpool_error* err) noexcept {
   return guarded(err, [&] {
     const std::size_t n = base_of(pool).release_owner(pid);
     if (freed != nullptr) *freed = n;
@@ -581,7 +581,7 @@ int shmpool_release_owner(shmpool_t* pool, pid_t pid, std::size_t* freed, shmpoo
   });
 }
 
-int shmpool_reset(shmpool_t* pool, shmpool_error* err) {
+int shmpool_reset(shmpool_t* pool, shmpool_error* err) noexcept {
   return guarded(err, [&] {
     base_of(pool).reset();
     return SHMPOOL_OK;
@@ -589,7 +589,7 @@ int shmpool_reset(shmpool_t* pool, shmpool_error* err) {
 }
 
 int shmpool_check(shmpool_t* pool, shmpool_problem_fn fn, void* context, std::size_t* problems,
-                  shmpool_error* err) {
+                  shmpool_error* err) noexcept {
   return guarded(err, [&] {
     const std::vector<std::string> found = base_of(pool).check();
     if (fn != nullptr)
@@ -601,18 +601,18 @@ int shmpool_check(shmpool_t* pool, shmpool_problem_fn fn, void* context, std::si
 
 // ---- backing ----
 
-int shmpool_memfd_fd(shmpool_t* pool, int* fd, shmpool_error* err) {
+int shmpool_memfd_fd(shmpool_t* pool, int* fd, shmpool_error* err) noexcept {
   return status_of(pool, fd, err, [](auto& p) { return p.memfd(); });
 }
 
-int shmpool_sync(shmpool_t* pool, shmpool_error* err) {
+int shmpool_sync(shmpool_t* pool, shmpool_error* err) noexcept {
   return guarded(err, [&] {
     base_of(pool).sync();
     return SHMPOOL_OK;
   });
 }
 
-int shmpool_unlink(shmpool_t* pool, shmpool_error* err) {
+int shmpool_unlink(shmpool_t* pool, shmpool_error* err) noexcept {
   return guarded(err, [&] {
     auto& p = base_of(pool);
     if (p.unlink()) return SHMPOOL_OK;
@@ -623,7 +623,7 @@ int shmpool_unlink(shmpool_t* pool, shmpool_error* err) {
 
 // ---- eventfd ----
 
-int shmpool_eventfd(shmpool_t* pool, int* fd, shmpool_error* err) {
+int shmpool_eventfd(shmpool_t* pool, int* fd, shmpool_error* err) noexcept {
   return guarded(err, [&] {
     auto& p = base_of(pool);
     auto& out = need(fd, "fd");
@@ -632,25 +632,25 @@ int shmpool_eventfd(shmpool_t* pool, int* fd, shmpool_error* err) {
   });
 }
 
-int shmpool_eventfd_set(shmpool_t* pool, int fd, shmpool_error* err) {
+int shmpool_eventfd_set(shmpool_t* pool, int fd, shmpool_error* err) noexcept {
   return guarded(err, [&] {
     base_of(pool).eventfd_set(fd);
     return SHMPOOL_OK;
   });
 }
 
-int shmpool_fileno(shmpool_t* pool, int* fd, shmpool_error* err) {
+int shmpool_fileno(shmpool_t* pool, int* fd, shmpool_error* err) noexcept {
   return status_of(pool, fd, err, [](auto& p) { return p.fileno(); });
 }
 
-int shmpool_notify(shmpool_t* pool, shmpool_error* err) {
+int shmpool_notify(shmpool_t* pool, shmpool_error* err) noexcept {
   return guarded(err, [&] {
     if (base_of(pool).notify()) return SHMPOOL_OK;
     throw c_status{SHMPOOL_EFAILED, "shmpool_notify: no eventfd, or writing it failed"};
   });
 }
 
-int shmpool_eventfd_consume(shmpool_t* pool, std::uint64_t* count, shmpool_error* err) {
+int shmpool_eventfd_consume(shmpool_t* pool, std::uint64_t* count, shmpool_error* err) noexcept {
   return status_of(pool, count, err, [](auto& p) { return p.eventfd_consume(); });
 }
 

@@ -31,7 +31,7 @@
  *   success).  Results come back through out-parameters, written only on
  *   success.
  *   No C++ exception ever crosses this boundary: every function catches
- *   everything.  A NULL handle, a NULL pointer argument that is not
+ *   everything (and is declared noexcept when compiled as C++).  A NULL handle, a NULL pointer argument that is not
  *   documented as optional, or an unknown variant returns SHMPOOL_EINVAL.
  *
  * VARIANT CHECKS
@@ -72,6 +72,14 @@ extern "C" {
 /** Marks a function of the C API as exported (nothing to do here). */
 #define SHMPOOL_C_EXPORT
 #endif
+#endif
+
+#if defined(__cplusplus)
+/** In C++, every function is noexcept: no exception crosses the C API. */
+#define SHMPOOL_NOEXCEPT noexcept
+#else
+/** In C, nothing (C has no exceptions). */
+#define SHMPOOL_NOEXCEPT
 #endif
 
 /* ---- variants ---------------------------------------------------------- */
@@ -181,7 +189,7 @@ typedef void (*shmpool_problem_fn)(const char *problem, void *context);
 
 /** A constant English name of a status code ("SHMPOOL_ERANGE: ..."), never
  *  NULL.  Thread-safe, no system call. */
-SHMPOOL_C_EXPORT const char *shmpool_strerror(int code);
+SHMPOOL_C_EXPORT const char *shmpool_strerror(int code) SHMPOOL_NOEXCEPT;
 
 /* ---- open and close ---------------------------------------------------- */
 
@@ -199,54 +207,54 @@ SHMPOOL_C_EXPORT const char *shmpool_strerror(int code);
  *  SHMPOOL_ELAYOUT, SHMPOOL_ECORRUPT, SHMPOOL_ESYSTEM (e.g. ELOOP for a
  *  symbolic link), SHMPOOL_ENOMEM. */
 SHMPOOL_C_EXPORT shmpool_t *shmpool_open(const char *path, int variant, uint64_t capacity,
-                                         uint64_t elem_size_or_max_len, shmpool_error *err);
+                                         uint64_t elem_size_or_max_len, shmpool_error *err) SHMPOOL_NOEXCEPT;
 /** A new unnamed pool, shared with fork children only.  Arguments and
  *  errors as shmpool_open (no path). */
 SHMPOOL_C_EXPORT shmpool_t *shmpool_anonymous(int variant, uint64_t capacity, uint64_t elem_size_or_max_len,
-                                              shmpool_error *err);
+                                              shmpool_error *err) SHMPOOL_NOEXCEPT;
 /** A new pool in a memfd named name (at most 249 bytes), sealed against
  *  shrinking and growing; hand shmpool_memfd_fd() to another process, which
  *  calls shmpool_from_fd().  Arguments and errors as shmpool_open. */
 SHMPOOL_C_EXPORT shmpool_t *shmpool_memfd(const char *name, int variant, uint64_t capacity,
-                                          uint64_t elem_size_or_max_len, shmpool_error *err);
+                                          uint64_t elem_size_or_max_len, shmpool_error *err) SHMPOOL_NOEXCEPT;
 /** Attaches the pool of fd (a memfd or a pool file) after validating it;
  *  the handle keeps its own duplicate, the caller keeps and closes fd.
  *  @return the handle, or NULL with err filled: SHMPOOL_EINVAL (unknown
  *  variant), SHMPOOL_EWRONGVARIANT, SHMPOOL_EBADMAGIC, ..., SHMPOOL_ESYSTEM
  *  (EBADF for a closed fd), SHMPOOL_ENOMEM. */
-SHMPOOL_C_EXPORT shmpool_t *shmpool_from_fd(int fd, int variant, shmpool_error *err);
+SHMPOOL_C_EXPORT shmpool_t *shmpool_from_fd(int fd, int variant, shmpool_error *err) SHMPOOL_NOEXCEPT;
 /** Destroys the handle: unmaps the pool and closes its own memfd and
  *  eventfd (never a caller's).  Frees no slot (slots this process holds stay
  *  allocated until freed or recovered).  Must be the last call on the
  *  handle, by one thread.  Never blocks.
  *  @return SHMPOOL_OK, or SHMPOOL_EINVAL for NULL. */
-SHMPOOL_C_EXPORT int shmpool_close(shmpool_t *pool);
+SHMPOOL_C_EXPORT int shmpool_close(shmpool_t *pool) SHMPOOL_NOEXCEPT;
 
 /* ---- allocation -------------------------------------------------------- */
 
 /** Claims a free slot into *slot, sleeping (futex, no CPU) while the pool is
  *  full.  Lock-free fast path, no system call.
  *  @return SHMPOOL_OK, SHMPOOL_EINVAL, SHMPOOL_EIDENTITY. */
-SHMPOOL_C_EXPORT int shmpool_alloc(shmpool_t *pool, uint64_t *slot, shmpool_error *err);
+SHMPOOL_C_EXPORT int shmpool_alloc(shmpool_t *pool, uint64_t *slot, shmpool_error *err) SHMPOOL_NOEXCEPT;
 /** As shmpool_alloc, waiting at most timeout_ns nanoseconds: 0 tries once,
  *  a negative timeout waits forever.
  *  @return SHMPOOL_OK, SHMPOOL_ETIMEDOUT (counted in stats.timeouts),
  *  SHMPOOL_EINVAL, SHMPOOL_EIDENTITY. */
 SHMPOOL_C_EXPORT int shmpool_alloc_timeout(shmpool_t *pool, int64_t timeout_ns, uint64_t *slot,
-                                           shmpool_error *err);
+                                           shmpool_error *err) SHMPOOL_NOEXCEPT;
 /** Claims a free slot if there is one, never waiting; no system call.
  *  @return SHMPOOL_OK, SHMPOOL_EFULL, SHMPOOL_EINVAL, SHMPOOL_EIDENTITY. */
-SHMPOOL_C_EXPORT int shmpool_try_alloc(shmpool_t *pool, uint64_t *slot, shmpool_error *err);
+SHMPOOL_C_EXPORT int shmpool_try_alloc(shmpool_t *pool, uint64_t *slot, shmpool_error *err) SHMPOOL_NOEXCEPT;
 /** The seed's free: frees the slot whoever holds it (a stale index frees
  *  someone else's allocation: see shmpool_free_if_mine).  Lock-free; one
  *  futex wake when a thread sleeps in alloc.
  *  @return SHMPOOL_OK (freed), SHMPOOL_ENOTALLOC (was not allocated; nothing
  *  changed), SHMPOOL_ERANGE, SHMPOOL_EINVAL, SHMPOOL_EIDENTITY. */
-SHMPOOL_C_EXPORT int shmpool_free(shmpool_t *pool, uint64_t slot, shmpool_error *err);
+SHMPOOL_C_EXPORT int shmpool_free(shmpool_t *pool, uint64_t slot, shmpool_error *err) SHMPOOL_NOEXCEPT;
 /** Frees the slot only if this process holds it.
  *  @return SHMPOOL_OK, SHMPOOL_ENOTOWNER (not this process's; nothing
  *  changed), SHMPOOL_ERANGE, SHMPOOL_EINVAL, SHMPOOL_EIDENTITY. */
-SHMPOOL_C_EXPORT int shmpool_free_if_mine(shmpool_t *pool, uint64_t slot, shmpool_error *err);
+SHMPOOL_C_EXPORT int shmpool_free_if_mine(shmpool_t *pool, uint64_t slot, shmpool_error *err) SHMPOOL_NOEXCEPT;
 /** Claims n slots, all or none, into slots[0..n-1], waiting at most
  *  timeout_ns (0: try once; negative: forever).  n == 0 succeeds at once
  *  (slots may then be NULL).  A batch in flight holds the slots it has
@@ -255,13 +263,13 @@ SHMPOOL_C_EXPORT int shmpool_free_if_mine(shmpool_t *pool, uint64_t slot, shmpoo
  *  (nothing is held then), SHMPOOL_EINVAL (n > capacity, NULL slots),
  *  SHMPOOL_EIDENTITY, SHMPOOL_ENOMEM. */
 SHMPOOL_C_EXPORT int shmpool_alloc_n(shmpool_t *pool, size_t n, uint64_t *slots, int64_t timeout_ns,
-                                     shmpool_error *err);
+                                     shmpool_error *err) SHMPOOL_NOEXCEPT;
 /** Frees slots[0..n-1] as shmpool_free does, in order, then wakes sleepers
  *  once.  Every index is checked first: on a bad one nothing is freed.
  *  freed (optional) receives how many were allocated and are now free.
  *  @return SHMPOOL_OK, SHMPOOL_ERANGE, SHMPOOL_EINVAL, SHMPOOL_EIDENTITY. */
 SHMPOOL_C_EXPORT int shmpool_free_n(shmpool_t *pool, const uint64_t *slots, size_t n, size_t *freed,
-                                    shmpool_error *err);
+                                    shmpool_error *err) SHMPOOL_NOEXCEPT;
 
 /* ---- data: raw bytes (RAW) and strings (STR) ---------------------------- */
 /* Every data function: SHMPOOL_ERANGE when slot >= capacity, SHMPOOL_ENOTALLOC
@@ -270,74 +278,74 @@ SHMPOOL_C_EXPORT int shmpool_free_n(shmpool_t *pool, const uint64_t *slots, size
 
 /** Copies min(size, elem_size) bytes of the slot into buf.  Not atomic
  *  (pool.hpp, CONCURRENT DATA ACCESS). */
-SHMPOOL_C_EXPORT int shmpool_get(shmpool_t *pool, uint64_t slot, void *buf, size_t size, shmpool_error *err);
+SHMPOOL_C_EXPORT int shmpool_get(shmpool_t *pool, uint64_t slot, void *buf, size_t size, shmpool_error *err) SHMPOOL_NOEXCEPT;
 /** Copies min(size, elem_size) bytes into the slot and zero-fills the rest;
  *  size 0 (bytes may be NULL then) clears it.  Not atomic. */
 SHMPOOL_C_EXPORT int shmpool_set(shmpool_t *pool, uint64_t slot, const void *bytes, size_t size,
-                                 shmpool_error *err);
+                                 shmpool_error *err) SHMPOOL_NOEXCEPT;
 /** Copies the slot's string (at most max_len bytes, NULs allowed) into buf:
  *  min(length, size) bytes, then a NUL when there is room.  length
  *  (optional) receives the full length, so length >= size means buf was too
  *  small; buf may be NULL when size is 0.  Not atomic as a unit. */
 SHMPOOL_C_EXPORT int shmpool_get_str(shmpool_t *pool, uint64_t slot, char *buf, size_t size, size_t *length,
-                                     shmpool_error *err);
+                                     shmpool_error *err) SHMPOOL_NOEXCEPT;
 /** Stores the len bytes at s (truncated to max_len; s may be NULL when len
  *  is 0).  Not atomic as a unit. */
 SHMPOOL_C_EXPORT int shmpool_set_str(shmpool_t *pool, uint64_t slot, const char *s, size_t len,
-                                     shmpool_error *err);
+                                     shmpool_error *err) SHMPOOL_NOEXCEPT;
 /** The longest string a slot of a STR pool holds, into *max_len. */
-SHMPOOL_C_EXPORT int shmpool_max_len(shmpool_t *pool, uint64_t *max_len, shmpool_error *err);
+SHMPOOL_C_EXPORT int shmpool_max_len(shmpool_t *pool, uint64_t *max_len, shmpool_error *err) SHMPOOL_NOEXCEPT;
 
 /* ---- data: numbers (I64, I32, F64), each one lock-free atomic ---------- */
 /* Errors as the data functions above.  Loads acquire, stores release,
  * read-modify-writes acq_rel; additions wrap like the hardware. */
 
 /** The slot's int64_t into *value (an atomic load). */
-SHMPOOL_C_EXPORT int shmpool_get_i64(shmpool_t *pool, uint64_t slot, int64_t *value, shmpool_error *err);
+SHMPOOL_C_EXPORT int shmpool_get_i64(shmpool_t *pool, uint64_t slot, int64_t *value, shmpool_error *err) SHMPOOL_NOEXCEPT;
 /** Stores value in the slot (an atomic store). */
-SHMPOOL_C_EXPORT int shmpool_set_i64(shmpool_t *pool, uint64_t slot, int64_t value, shmpool_error *err);
+SHMPOOL_C_EXPORT int shmpool_set_i64(shmpool_t *pool, uint64_t slot, int64_t value, shmpool_error *err) SHMPOOL_NOEXCEPT;
 /** Stores desired if the slot holds expected; *swapped = 1 if it did, else 0. */
 SHMPOOL_C_EXPORT int shmpool_cas_i64(shmpool_t *pool, uint64_t slot, int64_t expected, int64_t desired,
-                                     int *swapped, shmpool_error *err);
+                                     int *swapped, shmpool_error *err) SHMPOOL_NOEXCEPT;
 /** Stores desired if the slot holds expected; *old = the value it held. */
 SHMPOOL_C_EXPORT int shmpool_cmpxchg_i64(shmpool_t *pool, uint64_t slot, int64_t expected, int64_t desired,
-                                         int64_t *old, shmpool_error *err);
+                                         int64_t *old, shmpool_error *err) SHMPOOL_NOEXCEPT;
 /** Stores value; *old (optional) = the value it held. */
 SHMPOOL_C_EXPORT int shmpool_xchg_i64(shmpool_t *pool, uint64_t slot, int64_t value, int64_t *old,
-                                      shmpool_error *err);
+                                      shmpool_error *err) SHMPOOL_NOEXCEPT;
 /** Adds delta; *new_value (optional) = the sum. */
 SHMPOOL_C_EXPORT int shmpool_add_i64(shmpool_t *pool, uint64_t slot, int64_t delta, int64_t *new_value,
-                                     shmpool_error *err);
+                                     shmpool_error *err) SHMPOOL_NOEXCEPT;
 /** Adds 1; *new_value (optional) = the sum. */
-SHMPOOL_C_EXPORT int shmpool_incr_i64(shmpool_t *pool, uint64_t slot, int64_t *new_value, shmpool_error *err);
+SHMPOOL_C_EXPORT int shmpool_incr_i64(shmpool_t *pool, uint64_t slot, int64_t *new_value, shmpool_error *err) SHMPOOL_NOEXCEPT;
 /** Subtracts 1; *new_value (optional) = the difference. */
-SHMPOOL_C_EXPORT int shmpool_decr_i64(shmpool_t *pool, uint64_t slot, int64_t *new_value, shmpool_error *err);
+SHMPOOL_C_EXPORT int shmpool_decr_i64(shmpool_t *pool, uint64_t slot, int64_t *new_value, shmpool_error *err) SHMPOOL_NOEXCEPT;
 
 /** The slot's int32_t into *value (an atomic load). */
-SHMPOOL_C_EXPORT int shmpool_get_i32(shmpool_t *pool, uint64_t slot, int32_t *value, shmpool_error *err);
+SHMPOOL_C_EXPORT int shmpool_get_i32(shmpool_t *pool, uint64_t slot, int32_t *value, shmpool_error *err) SHMPOOL_NOEXCEPT;
 /** Stores value in the slot (an atomic store). */
-SHMPOOL_C_EXPORT int shmpool_set_i32(shmpool_t *pool, uint64_t slot, int32_t value, shmpool_error *err);
+SHMPOOL_C_EXPORT int shmpool_set_i32(shmpool_t *pool, uint64_t slot, int32_t value, shmpool_error *err) SHMPOOL_NOEXCEPT;
 /** Stores desired if the slot holds expected; *swapped = 1 if it did, else 0. */
 SHMPOOL_C_EXPORT int shmpool_cas_i32(shmpool_t *pool, uint64_t slot, int32_t expected, int32_t desired,
-                                     int *swapped, shmpool_error *err);
+                                     int *swapped, shmpool_error *err) SHMPOOL_NOEXCEPT;
 /** Stores desired if the slot holds expected; *old = the value it held. */
 SHMPOOL_C_EXPORT int shmpool_cmpxchg_i32(shmpool_t *pool, uint64_t slot, int32_t expected, int32_t desired,
-                                         int32_t *old, shmpool_error *err);
+                                         int32_t *old, shmpool_error *err) SHMPOOL_NOEXCEPT;
 /** Stores value; *old (optional) = the value it held. */
 SHMPOOL_C_EXPORT int shmpool_xchg_i32(shmpool_t *pool, uint64_t slot, int32_t value, int32_t *old,
-                                      shmpool_error *err);
+                                      shmpool_error *err) SHMPOOL_NOEXCEPT;
 /** Adds delta; *new_value (optional) = the sum. */
 SHMPOOL_C_EXPORT int shmpool_add_i32(shmpool_t *pool, uint64_t slot, int32_t delta, int32_t *new_value,
-                                     shmpool_error *err);
+                                     shmpool_error *err) SHMPOOL_NOEXCEPT;
 /** Adds 1; *new_value (optional) = the sum. */
-SHMPOOL_C_EXPORT int shmpool_incr_i32(shmpool_t *pool, uint64_t slot, int32_t *new_value, shmpool_error *err);
+SHMPOOL_C_EXPORT int shmpool_incr_i32(shmpool_t *pool, uint64_t slot, int32_t *new_value, shmpool_error *err) SHMPOOL_NOEXCEPT;
 /** Subtracts 1; *new_value (optional) = the difference. */
-SHMPOOL_C_EXPORT int shmpool_decr_i32(shmpool_t *pool, uint64_t slot, int32_t *new_value, shmpool_error *err);
+SHMPOOL_C_EXPORT int shmpool_decr_i32(shmpool_t *pool, uint64_t slot, int32_t *new_value, shmpool_error *err) SHMPOOL_NOEXCEPT;
 
 /** The slot's double into *value (an atomic load). */
-SHMPOOL_C_EXPORT int shmpool_get_f64(shmpool_t *pool, uint64_t slot, double *value, shmpool_error *err);
+SHMPOOL_C_EXPORT int shmpool_get_f64(shmpool_t *pool, uint64_t slot, double *value, shmpool_error *err) SHMPOOL_NOEXCEPT;
 /** Stores value in the slot (an atomic store). */
-SHMPOOL_C_EXPORT int shmpool_set_f64(shmpool_t *pool, uint64_t slot, double value, shmpool_error *err);
+SHMPOOL_C_EXPORT int shmpool_set_f64(shmpool_t *pool, uint64_t slot, double value, shmpool_error *err) SHMPOOL_NOEXCEPT;
 
 /* ---- zero-copy --------------------------------------------------------- */
 
@@ -345,34 +353,34 @@ SHMPOOL_C_EXPORT int shmpool_set_f64(shmpool_t *pool, uint64_t slot, double valu
  *  variant; range-checked, not allocation-checked); valid until
  *  shmpool_close.  Ordering access to the bytes is the caller's.
  *  @return SHMPOOL_OK, SHMPOOL_ERANGE, SHMPOOL_EINVAL. */
-SHMPOOL_C_EXPORT int shmpool_slot_ptr(shmpool_t *pool, uint64_t slot, void **ptr, shmpool_error *err);
+SHMPOOL_C_EXPORT int shmpool_slot_ptr(shmpool_t *pool, uint64_t slot, void **ptr, shmpool_error *err) SHMPOOL_NOEXCEPT;
 /** The first byte of slot 0's data, into *ptr (slot i starts i * elem_size
  *  bytes later).  @return SHMPOOL_OK, SHMPOOL_EINVAL. */
-SHMPOOL_C_EXPORT int shmpool_data_ptr(shmpool_t *pool, void **ptr, shmpool_error *err);
+SHMPOOL_C_EXPORT int shmpool_data_ptr(shmpool_t *pool, void **ptr, shmpool_error *err) SHMPOOL_NOEXCEPT;
 
 /* ---- status ------------------------------------------------------------ */
 
 /** *allocated = 1 if the slot is allocated now (a snapshot), else 0.
  *  @return SHMPOOL_OK, SHMPOOL_ERANGE, SHMPOOL_EINVAL. */
-SHMPOOL_C_EXPORT int shmpool_is_allocated(shmpool_t *pool, uint64_t slot, int *allocated, shmpool_error *err);
+SHMPOOL_C_EXPORT int shmpool_is_allocated(shmpool_t *pool, uint64_t slot, int *allocated, shmpool_error *err) SHMPOOL_NOEXCEPT;
 /** *pid = the pid recorded by the slot's holder, 0 when free (a snapshot).
  *  @return SHMPOOL_OK, SHMPOOL_ERANGE, SHMPOOL_EINVAL. */
-SHMPOOL_C_EXPORT int shmpool_owner(shmpool_t *pool, uint64_t slot, pid_t *pid, shmpool_error *err);
+SHMPOOL_C_EXPORT int shmpool_owner(shmpool_t *pool, uint64_t slot, pid_t *pid, shmpool_error *err) SHMPOOL_NOEXCEPT;
 /** *used = slots allocated or being claimed/released (O(capacity/64)). */
-SHMPOOL_C_EXPORT int shmpool_used(shmpool_t *pool, uint64_t *used, shmpool_error *err);
+SHMPOOL_C_EXPORT int shmpool_used(shmpool_t *pool, uint64_t *used, shmpool_error *err) SHMPOOL_NOEXCEPT;
 /** *available = capacity - used (the same snapshot cost as shmpool_used). */
-SHMPOOL_C_EXPORT int shmpool_available(shmpool_t *pool, uint64_t *available, shmpool_error *err);
+SHMPOOL_C_EXPORT int shmpool_available(shmpool_t *pool, uint64_t *available, shmpool_error *err) SHMPOOL_NOEXCEPT;
 /** *capacity = the number of slots (fixed at creation). */
-SHMPOOL_C_EXPORT int shmpool_capacity(shmpool_t *pool, uint64_t *capacity, shmpool_error *err);
+SHMPOOL_C_EXPORT int shmpool_capacity(shmpool_t *pool, uint64_t *capacity, shmpool_error *err) SHMPOOL_NOEXCEPT;
 /** *elem_size = bytes per slot (for STR, the length word included). */
-SHMPOOL_C_EXPORT int shmpool_elem_size(shmpool_t *pool, uint64_t *elem_size, shmpool_error *err);
+SHMPOOL_C_EXPORT int shmpool_elem_size(shmpool_t *pool, uint64_t *elem_size, shmpool_error *err) SHMPOOL_NOEXCEPT;
 /** *variant = the handle's SHMPOOL_VARIANT_... */
-SHMPOOL_C_EXPORT int shmpool_variant(shmpool_t *pool, int *variant, shmpool_error *err);
+SHMPOOL_C_EXPORT int shmpool_variant(shmpool_t *pool, int *variant, shmpool_error *err) SHMPOOL_NOEXCEPT;
 /** Fills the fields of *stats that fit in stats->size bytes (which must be
  *  at least sizeof(uint64_t)) and sets stats->size to the bytes filled.
  *  O(capacity) atomic loads, no lock, no system call.
  *  @return SHMPOOL_OK, SHMPOOL_EINVAL (NULL, or size too small). */
-SHMPOOL_C_EXPORT int shmpool_get_stats(shmpool_t *pool, shmpool_stats *stats, shmpool_error *err);
+SHMPOOL_C_EXPORT int shmpool_get_stats(shmpool_t *pool, shmpool_stats *stats, shmpool_error *err) SHMPOOL_NOEXCEPT;
 
 /* ---- recovery and health ----------------------------------------------- */
 
@@ -380,15 +388,15 @@ SHMPOOL_C_EXPORT int shmpool_get_stats(shmpool_t *pool, shmpool_stats *stats, sh
  *  (optional) = how many.  Safe at any time, concurrent with everything;
  *  never blocks; system calls for the liveness checks (/proc, kill(2)).
  *  @return SHMPOOL_OK, SHMPOOL_EINVAL, SHMPOOL_EIDENTITY. */
-SHMPOOL_C_EXPORT int shmpool_recover_stale(shmpool_t *pool, size_t *freed, shmpool_error *err);
+SHMPOOL_C_EXPORT int shmpool_recover_stale(shmpool_t *pool, size_t *freed, shmpool_error *err) SHMPOOL_NOEXCEPT;
 /** Frees every slot whose owner is pid, alive or not (an operator's
  *  decision, e.g. after an exec); *freed (optional) = how many.
  *  @return SHMPOOL_OK, SHMPOOL_EINVAL (pid <= 0), SHMPOOL_EIDENTITY. */
-SHMPOOL_C_EXPORT int shmpool_release_owner(shmpool_t *pool, pid_t pid, size_t *freed, shmpool_error *err);
+SHMPOOL_C_EXPORT int shmpool_release_owner(shmpool_t *pool, pid_t pid, size_t *freed, shmpool_error *err) SHMPOOL_NOEXCEPT;
 /** Frees every slot whatever its owner (exclusive access only: a running
  *  holder loses its slot).  Never blocks.
  *  @return SHMPOOL_OK, SHMPOOL_EINVAL, SHMPOOL_EIDENTITY. */
-SHMPOOL_C_EXPORT int shmpool_reset(shmpool_t *pool, shmpool_error *err);
+SHMPOOL_C_EXPORT int shmpool_reset(shmpool_t *pool, shmpool_error *err) SHMPOOL_NOEXCEPT;
 /** Checks the mapping (header, slot words, bitmap) and calls fn(problem,
  *  context) for each inconsistency found (fn may be NULL); *problems
  *  (optional) = how many.  Read-only; O(capacity).  Exact when no operation
@@ -396,42 +404,42 @@ SHMPOOL_C_EXPORT int shmpool_reset(shmpool_t *pool, shmpool_error *err);
  *  @return SHMPOOL_OK (healthy or not: see *problems), SHMPOOL_EINVAL,
  *  SHMPOOL_ENOMEM. */
 SHMPOOL_C_EXPORT int shmpool_check(shmpool_t *pool, shmpool_problem_fn fn, void *context, size_t *problems,
-                                   shmpool_error *err);
+                                   shmpool_error *err) SHMPOOL_NOEXCEPT;
 
 /* ---- backing ----------------------------------------------------------- */
 
 /** *fd = the pool's memfd (memfd pools; from_fd pools: the handle's own
  *  duplicate), -1 for file and anonymous pools.  The handle owns it: dup it
  *  to keep it past shmpool_close.  @return SHMPOOL_OK, SHMPOOL_EINVAL. */
-SHMPOOL_C_EXPORT int shmpool_memfd_fd(shmpool_t *pool, int *fd, shmpool_error *err);
+SHMPOOL_C_EXPORT int shmpool_memfd_fd(shmpool_t *pool, int *fd, shmpool_error *err) SHMPOOL_NOEXCEPT;
 /** Writes the mapping back to its file (msync(MS_SYNC): blocks on I/O).
  *  @return SHMPOOL_OK, SHMPOOL_ESYSTEM, SHMPOOL_EINVAL. */
-SHMPOOL_C_EXPORT int shmpool_sync(shmpool_t *pool, shmpool_error *err);
+SHMPOOL_C_EXPORT int shmpool_sync(shmpool_t *pool, shmpool_error *err) SHMPOOL_NOEXCEPT;
 /** Removes the pool's path (unlink(2)); handles keep working.
  *  @return SHMPOOL_OK, SHMPOOL_EFAILED (no path, or unlink failed),
  *  SHMPOOL_EINVAL. */
-SHMPOOL_C_EXPORT int shmpool_unlink(shmpool_t *pool, shmpool_error *err);
+SHMPOOL_C_EXPORT int shmpool_unlink(shmpool_t *pool, shmpool_error *err) SHMPOOL_NOEXCEPT;
 
 /* ---- eventfd (the handle's, in this process; pool.hpp, "eventfd") ------ */
 
 /** *fd = the current eventfd, creating the pool's own (non-blocking,
  *  CLOEXEC) if there is none.  @return SHMPOOL_OK, SHMPOOL_ESYSTEM,
  *  SHMPOOL_EINVAL. */
-SHMPOOL_C_EXPORT int shmpool_eventfd(shmpool_t *pool, int *fd, shmpool_error *err);
+SHMPOOL_C_EXPORT int shmpool_eventfd(shmpool_t *pool, int *fd, shmpool_error *err) SHMPOOL_NOEXCEPT;
 /** Uses the caller's fd (never closed by the pool) from now on; -1
  *  detaches.  @return SHMPOOL_OK, SHMPOOL_EINVAL (fd < -1 or not open;
  *  nothing changes). */
-SHMPOOL_C_EXPORT int shmpool_eventfd_set(shmpool_t *pool, int fd, shmpool_error *err);
+SHMPOOL_C_EXPORT int shmpool_eventfd_set(shmpool_t *pool, int fd, shmpool_error *err) SHMPOOL_NOEXCEPT;
 /** *fd = the current eventfd or -1.  @return SHMPOOL_OK, SHMPOOL_EINVAL. */
-SHMPOOL_C_EXPORT int shmpool_fileno(shmpool_t *pool, int *fd, shmpool_error *err);
+SHMPOOL_C_EXPORT int shmpool_fileno(shmpool_t *pool, int *fd, shmpool_error *err) SHMPOOL_NOEXCEPT;
 /** Adds 1 to the eventfd's counter (write(2)).
  *  @return SHMPOOL_OK, SHMPOOL_EFAILED (no eventfd, or the write failed),
  *  SHMPOOL_EINVAL. */
-SHMPOOL_C_EXPORT int shmpool_notify(shmpool_t *pool, shmpool_error *err);
+SHMPOOL_C_EXPORT int shmpool_notify(shmpool_t *pool, shmpool_error *err) SHMPOOL_NOEXCEPT;
 /** Drains the eventfd's counter into *count (0: none or empty); a caller's
  *  blocking fd blocks while its counter is 0.
  *  @return SHMPOOL_OK, SHMPOOL_EINVAL. */
-SHMPOOL_C_EXPORT int shmpool_eventfd_consume(shmpool_t *pool, uint64_t *count, shmpool_error *err);
+SHMPOOL_C_EXPORT int shmpool_eventfd_consume(shmpool_t *pool, uint64_t *count, shmpool_error *err) SHMPOOL_NOEXCEPT;
 
 #ifdef __cplusplus
 }  /* extern "C" */
