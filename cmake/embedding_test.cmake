@@ -1,9 +1,10 @@
 # The embedding test (ctest label "embedding"), run as
 #   cmake -DSOURCE_DIR=<checkout> -DBUILD_DIR=<built tree> -DWORK_DIR=<scratch>
-#         -DCXX=<compiler> [-DLAUNCHER=ccache] [-DCONFIG=<cfg>] -P embedding_test.cmake
+#         -DCXX=<compiler> [-DCC=<C compiler>] [-DLAUNCHER=ccache] [-DCONFIG=<cfg>] -P embedding_test.cmake
 # 1. cmake --install of the current build tree into WORK_DIR/prefix;
 # 2. a project using find_package(shmpool CONFIG REQUIRED): configure, build, run;
-# 3. the same program built with `pkg-config --cflags --libs shmpool`, run;
+# 3. the same program built with `pkg-config --cflags --libs shmpool`, run,
+#    and the C SYNOPSIS (examples/synopsis_c.c) with `pkg-config --static`;
 # 4. a project using add_subdirectory(shmpool), and 5. one using FetchContent:
 #    configure (asserting no workbench option is on), build, run.
 foreach(v SOURCE_DIR BUILD_DIR WORK_DIR CXX)
@@ -35,7 +36,7 @@ if(CONFIG)
   set(config_args --config "${CONFIG}")
 endif()
 step("cmake --install into ${prefix}" ${CMAKE_COMMAND} --install "${BUILD_DIR}" --prefix "${prefix}" ${config_args})
-foreach(f include/shmpool/pool.hpp include/shmpool/version.hpp include/shmpool/detail/format.hpp)
+foreach(f include/shmpool/pool.hpp include/shmpool/shmpool.h include/shmpool/version.hpp include/shmpool/detail/format.hpp)
   if(NOT EXISTS "${prefix}/${f}")
     message(FATAL_ERROR "embedding: ${f} was not installed")
   endif()
@@ -67,6 +68,18 @@ if(PKG_CONFIG)
   list(APPEND flags "-Wl,-rpath,${pc_libdir}")
   step("pkg-config consumer: build" ${CXX} -std=c++20 "${examples}/consumer.cpp" -o "${WORK_DIR}/pc-consumer" ${flags})
   step("pkg-config consumer: run" "${WORK_DIR}/pc-consumer")
+  # A C program (the SYNOPSIS in C) through <shmpool/shmpool.h>: --static
+  # adds the C++ runtime that a static libshmpool needs.
+  if(NOT CC)
+    set(CC cc)
+  endif()
+  step("pkg-config --static --cflags --libs shmpool" ${PKG_CONFIG} --static --cflags --libs shmpool)
+  string(STRIP "${step_output}" c_flags)
+  separate_arguments(c_flags UNIX_COMMAND "${c_flags}")
+  list(APPEND c_flags "-Wl,-rpath,${pc_libdir}")
+  step("pkg-config C consumer: build" ${CC} -std=c99 -Wall -Wextra -Werror -pedantic
+       "${SOURCE_DIR}/examples/synopsis_c.c" -o "${WORK_DIR}/pc-c-consumer" ${c_flags})
+  step("pkg-config C consumer: run" "${WORK_DIR}/pc-c-consumer")
 else()
   message(WARNING "embedding: pkg-config not found; the pkg-config consumer was skipped")
 endif()
