@@ -30,8 +30,17 @@ std::size_t checked_product(std::size_t count, std::size_t size_of_type) {
 }
 
 // Registers block (count 1); frees it and throws if the registry cannot.
+// Takes ownership of block: on any failure (no registry, no memory for an
+// entry) it is freed before the exception leaves (found by LeakSanitizer:
+// a registry_error used to leak the block).
 registry::entry* register_block(void* block) {
-  registry::entry* e = detail::srb_current().insert(block);
+  registry::entry* e = nullptr;
+  try {
+    e = detail::srb_current().insert(block);
+  } catch (...) {
+    std::free(block);
+    throw;
+  }
   if (e == nullptr) {
     std::free(block);
     throw std::bad_alloc();

