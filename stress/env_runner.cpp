@@ -126,17 +126,32 @@ void write_all(int fd, const void* p, std::size_t n) { (void)!::write(fd, p, n);
   }
 }
 
-bool wait_ready(int fd, int seconds = 10) {
-  char buf[2];
+// A two-byte reply from a child ("ok", "no", "sk"), within `seconds`;
+// false if the child closed the pipe or said nothing in time.
+bool read_reply(int fd, char (&reply)[2], int seconds = 10) {
   ::fcntl(fd, F_SETFL, O_NONBLOCK);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
   while (std::chrono::steady_clock::now() < deadline) {
-    const ssize_t n = ::read(fd, buf, sizeof buf);
+    const ssize_t n = ::read(fd, reply, sizeof reply);
     if (n == 2) return true;
     if (n == 0) return false;
     ::usleep(1000);
   }
   return false;
+}
+
+bool wait_ready(int fd, int seconds = 10) {
+  char reply[2];
+  return read_reply(fd, reply, seconds);
+}
+
+// Lowers RLIMIT_NOFILE to the descriptors already open: the next open
+// (even of /proc/<pid>/stat) fails with EMFILE.  0, or the errno.
+int exhaust_fd_limit() {
+  const int lowest = ::open("/dev/null", O_RDONLY);
+  ::close(lowest);
+  const rlimit lim{static_cast<rlim_t>(lowest), static_cast<rlim_t>(lowest)};
+  return ::setrlimit(RLIMIT_NOFILE, &lim) == 0 ? 0 : errno;
 }
 
 // Kills pid and returns once it is dead: reaped if it is our child, else
@@ -302,14 +317,7 @@ verdict time_namespace_case(bool owner_shifted) {
   }
   ::close(fds[1]);
   char buf[2] = {};
-  bool ready = false;
-  ::fcntl(fds[0], F_SETFL, O_NONBLOCK);
-  for (int i = 0; i < 10000 && !ready; ++i) {
-    const ssize_t n = ::read(fds[0], buf, 2);
-    if (n == 2) ready = true;
-    else if (n == 0) break;
-    else ::usleep(1000);
-  }
+  const bool ready = read_reply(fds[0], buf);
   ::close(fds[0]);
   if (ready && buf[0] == 's') {
     stress::reap(middle);
@@ -399,10 +407,7 @@ verdict case_fd_limit_recoverer() {
   const verdict during = in_child([&]() -> verdict {
     i64_pool p = i64_pool::open(s.path, capacity);
     (void)p.used();
-    int lowest = ::open("/dev/null", O_RDONLY);
-    ::close(lowest);
-    const rlimit lim{static_cast<rlim_t>(lowest), static_cast<rlim_t>(lowest)};
-    if (::setrlimit(RLIMIT_NOFILE, &lim) != 0) return std::string("skip: setrlimit: ") + std::strerror(errno);
+    if (const int err = exhaust_fd_limit()) return std::string("skip: setrlimit: ") + std::strerror(err);
     std::size_t freed = 0;
     try {
       freed = p.recover_stale();
@@ -429,10 +434,7 @@ verdict case_fd_limit_identity() {
     ::close(fds[0]);
     try {
       i64_pool p = i64_pool::open(s.path, capacity);
-      int lowest = ::open("/dev/null", O_RDONLY);
-      ::close(lowest);
-      const rlimit lim{static_cast<rlim_t>(lowest), static_cast<rlim_t>(lowest)};
-      ::setrlimit(RLIMIT_NOFILE, &lim);
+      (void)exhaust_fd_limit();
       bool allocated = false;
       try {
         allocated = p.try_alloc().has_value();
@@ -447,14 +449,7 @@ verdict case_fd_limit_identity() {
   }
   ::close(fds[1]);
   char buf[2] = {};
-  ::fcntl(fds[0], F_SETFL, O_NONBLOCK);
-  bool got = false;
-  for (int i = 0; i < 10000 && !got; ++i) {
-    const ssize_t n = ::read(fds[0], buf, 2);
-    if (n == 2) got = true;
-    else if (n == 0) break;
-    else ::usleep(1000);
-  }
+  const bool got = read_reply(fds[0], buf);
   ::close(fds[0]);
   if (!got) {
     kill_and_reap(owner);
