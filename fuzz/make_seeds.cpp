@@ -73,8 +73,11 @@ void open_seeds(const fs::path& dir) {
     save(dir, n + "-full-64", image(v, 64, 7, 64));
   }
   bytes b = image(pool_variant::i64, 10, 0, 4);
-  b[320] = 0xFF, b[321] = 0xFF;  // bits over free slots and beyond capacity
-  save(dir, "i64-corrupt-bitmap", b);
+  b[320] = 0x01;  // group 0 marked full over free slots (a stale mark)
+  save(dir, "i64-stale-mark", b);
+  b = image(pool_variant::i64, 10, 0, 4);
+  b[320] = 0xFF, b[321] = 0xFF;  // a malformed group mark
+  save(dir, "i64-malformed-mark", b);
   b = image(pool_variant::raw, 5, 16, 3);
   const auto l = format_says_valid(b.data(), b.size());
   poke(b, l->meta_offset, slot_word(releasing, self_identity()), false);
@@ -123,7 +126,7 @@ void mutate_seeds(const fs::path& dir) {
       save(dir, "v" + std::to_string(v) + "-s" + std::to_string(s), recipe(v, s, cap, 11, true, {}, 0, 120));
     }
   bytes ps = patch(3, true, 2, 32, 0);  // slot 2's word: ALLOCATED by a dead owner
-  ps.insert(ps.end(), {0x02, 0x00, 0x00, 0xFF, 0, 0, 0, 0, 0, 0, 0});  // bitmap byte 0 := 0xFF
+  ps.insert(ps.end(), {0x02, 0x00, 0x00, 0xFF, 0, 0, 0, 0, 0, 0, 0});  // group 0 mark byte 0 := 0xFF (malformed)
   save(dir, "patched-slots", recipe(1, 1, 20, 0, true, ps, 2, 150));
   save(dir, "patched-control", recipe(2, 3, 40, 0, false, patch(1, true, 0, 0, 5), 1, 150));
   save(dir, "patched-data", recipe(4, 2, 9, 30, false, patch(4, false, 0, 7, 0xAB), 1, 150));

@@ -119,7 +119,7 @@ class region_map {
 
 namespace field {  // byte offsets in the header
 inline constexpr std::size_t magic = 0, format = 8, variant = 12, capacity = 16, elem_size = 24, max_len = 32,
-                             bitmap = 40, meta = 48, data = 56, total = 64, checksum = 72, end_of_summed = 72;
+                             groups = 40, meta = 48, data = 56, total = 64, checksum = 72, end_of_summed = 72;
 }  // namespace field
 
 inline std::uint64_t read_le(const std::uint8_t* p, std::size_t n) noexcept {
@@ -165,7 +165,7 @@ inline std::uint64_t demanded_elem_size(std::uint32_t variant, std::uint64_t max
 inline std::optional<format_layout> format_says_valid(const std::uint8_t* region, std::size_t size) {
   if (size < 128) return std::nullopt;
   const auto get = [&](std::size_t off, std::size_t n = 8) { return read_le(region + off, n); };
-  if (get(field::magic) != 0x314C4F4F504D4853ULL || get(field::format, 4) != 0x02020805u) return std::nullopt;
+  if (get(field::magic) != 0x314C4F4F504D4853ULL || get(field::format, 4) != 0x03020805u) return std::nullopt;
   const auto variant = static_cast<std::uint32_t>(get(field::variant, 4));
   if (variant < 1 || variant > 5 || get(field::checksum) != fnv_checksum(region)) return std::nullopt;
   const std::uint64_t cap = get(field::capacity), elem = get(field::elem_size), max_len = get(field::max_len);
@@ -175,7 +175,7 @@ inline std::optional<format_layout> format_says_valid(const std::uint8_t* region
   const std::uint64_t meta = 320 + 64 * ((cap + 63) / 64);
   const std::uint64_t data = round_to(meta + 16 * cap, 64);
   const std::uint64_t total = round_to(data + elem * cap, 4096);
-  if (get(field::bitmap) != 320 || get(field::meta) != meta || get(field::data) != data) return std::nullopt;
+  if (get(field::groups) != 320 || get(field::meta) != meta || get(field::data) != data) return std::nullopt;
   if (get(field::total) != total || total > (std::uint64_t{1} << 40) || total > size) return std::nullopt;
   return format_layout{static_cast<pool_variant>(variant), cap, elem, max_len, meta, data, total};
 }

@@ -5,7 +5,7 @@
 //   [4] flags: bit 0 recomputes the header checksum after patching
 //   [5] patch count (0..16), then per patch: kind, offset (u16), value (u64)
 //   the rest steers the workout (pool_fuzz_exercise.hpp)
-// A patch kind byte: bits 0-2 the region (mod 5: header, control, bitmap,
+// A patch kind byte: bits 0-2 the region (mod 5: header, control, group marks,
 // meta, data), bit 3 the width (1 or 8 bytes), bits 4-6 the value source
 // (a literal, a slot word naming this process or a dead incarnation of it,
 // or a neighbour of the capacity).  States: empty, partly full, full,
@@ -13,7 +13,7 @@
 // in every crash window of the protocol.
 //
 // Oracles: the attach verdict agrees with FORMAT.md for every variant; when
-// no patch touched the bitmap, the slot words or the pool's parameters,
+// no patch touched the group marks, the slot words or the pool's parameters,
 // recover_stale frees exactly the dead owners' slots and leaves exactly the
 // live ones, and the rest of the pool fills exactly; always, the workout.
 #include <atomic>
@@ -105,7 +105,7 @@ built_state build(Pool& p, const region_map& m, const format_layout& l, pool_sta
 }
 
 struct patch_effect {
-  bool slots = false;  // the bitmap or the slot meta
+  bool slots = false;  // the group marks or the slot meta
 };
 
 std::uint64_t patch_value(std::uint8_t source, byte_reader& in, const format_layout& l) {

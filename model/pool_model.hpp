@@ -198,12 +198,10 @@ inline const char* name_of(slot_state s) {
   return "?";
 }
 
-// A slot whose word names another identity.  Invariant: state is
-// allocated (then bit is true, I2), claiming or releasing.
+// A slot whose word names another identity: allocated, claiming or releasing.
 template <class V>
 struct foreign_slot {
   slot_state state = slot_state::allocated;
-  bool bit = true;  // its bitmap bit (counts in used())
   owner_kind owner = owner_kind::exited_child;
   pid_t pid = 0;    // what owner() reports
   std::optional<V> value;  // ALLOCATED only: data is readable by anyone
@@ -221,12 +219,8 @@ struct pool_model {
   // FREE slot word: alloc may take it (owner() == 0).
   bool claimable(slot_index s) const { return s < model_capacity && !held.count(s) && !foreign.count(s); }
   std::uint64_t claimable_count() const { return model_capacity - held.size() - foreign.size(); }
-  // used() counts bitmap bits: every ALLOCATED slot, in-flight ones with their bit.
-  std::uint64_t used() const {
-    std::uint64_t n = held.size();
-    for (const auto& [s, f] : foreign) n += f.bit ? 1 : 0;
-    return n;
-  }
+  // used() counts the non-FREE slot words (I5): ours and every forged one.
+  std::uint64_t used() const { return held.size() + foreign.size(); }
   // Allocations counted and not yet ended: ALLOCATED and RELEASING words (a
   // forged CLAIMING word died before its count, I6), so frees = allocs -
   // this, as stats() computes it.
@@ -433,16 +427,14 @@ struct pool_sut {
     if (owned) ::close(fd);
   }
 
-  // Writes, into the vacant slot s, the slot word (and bitmap bit, and alloc
-  // count) that an owner of kind `who` would have left had it died in
+  // Writes, into the vacant slot s, the slot word (and alloc count) that an owner of kind `who` would have left had it died in
   // `state`: a claimant bumps the slot's alloc count just before it
   // publishes (slot_protocol.hpp publish_claim, I6), so a forged ALLOCATED
   // or RELEASING word counts one alloc and a forged CLAIMING word none.
   // Goes through a mapping of our own, placed by the pool's header.
   // Returns the owner's pid, as owner() reports it (0: s was not vacant).
-  pid_t forge(slot_index s, owner_kind who, slot_state state, bool bit) {
+  pid_t forge(slot_index s, owner_kind who, slot_state state) {
     using meta_t = detail::slot_meta<detail::shm_platform>;
-    using bits_t = detail::bitmap_word<detail::shm_platform>;
     bool owned = false;
     const int fd = pool_fd(owned);
     RC_ASSERT(fd >= 0);
@@ -454,7 +446,6 @@ struct pool_sut {
     RC_ASSERT(static_cast<bool>(base != MAP_FAILED));
     auto* bytes = static_cast<std::byte*>(base);
     auto& meta = reinterpret_cast<meta_t*>(bytes + hdr.meta_offset)[s];
-    auto& bits = reinterpret_cast<bits_t*>(bytes + hdr.bitmap_offset)[s / 64].bits;
     const std::uint64_t id = identity_for(who);
     RC_ASSERT(id != 0u);
     if (meta.word.load() != 0) {  // not vacant (a full pool): nothing to forge, as the model skips it
@@ -462,7 +453,6 @@ struct pool_sut {
       return 0;
     }
     if (state != slot_state::claiming) meta.allocs.fetch_add(1);
-    if (bit) bits.fetch_or(std::uint64_t{1} << (s % 64));
     meta.word.store(detail::make_slot_word(state, id));
     ::munmap(base, hdr.total_size);
     return platform::identity_pid(id);

@@ -467,7 +467,7 @@ struct ChildAllocsAndExits : cmd<T> {
     RC_ASSERT(left.slots.size() == std::min<std::size_t>(k, m.claimable_count()));
     for (slot_index s : left.slots) {
       RC_ASSERT(next.claimable(s));
-      next.foreign[s] = foreign_slot<typename T::value>{slot_state::allocated, true, owner_kind::exited_child,
+      next.foreign[s] = foreign_slot<typename T::value>{slot_state::allocated, owner_kind::exited_child,
                                                         left.pid, std::nullopt};
     }
     next.allocs += left.slots.size();
@@ -477,8 +477,7 @@ struct ChildAllocsAndExits : cmd<T> {
 };
 
 // A vacant slot gets the word a dead (or foreign) owner would have left:
-// ALLOCATED, or a claim or release it never finished, with or without its
-// bitmap bit.  Only certainly-dead owners in our pid namespace are
+// ALLOCATED, or a claim or release it never finished.  Only certainly-dead owners in our pid namespace are
 // recoverable; a live owner or one from another namespace stays.
 template <class T>
 struct ForgeWord : cmd<T> {
@@ -486,23 +485,20 @@ struct ForgeWord : cmd<T> {
   owner_kind who = *rc::gen::element(owner_kind::vanished_pid, owner_kind::reused_pid, owner_kind::other_namespace,
                                      owner_kind::live_parent);
   slot_state state = *rc::gen::element(slot_state::allocated, slot_state::claiming, slot_state::releasing);
-  bool bit_wanted = *rc::gen::arbitrary<bool>();
-  bool bit() const { return state == slot_state::allocated || bit_wanted; }  // I2
   void run(const no_state&, pool_sut<T>& sut) const override {
     const pool_model<T> m = sut.shadow;
     const auto vacant_slots = m.vacant_slots();
     if (vacant_slots.empty()) return;
     const slot_index s = nth_or_wrap(vacant_slots, k);
-    const pid_t pid = sut.forge(s, who, state, bit());
+    const pid_t pid = sut.forge(s, who, state);
     RC_ASSERT(pid != 0);
     auto next = m;
-    next.foreign[s] = foreign_slot<typename T::value>{state, bit(), who, pid, std::nullopt};
+    next.foreign[s] = foreign_slot<typename T::value>{state, who, pid, std::nullopt};
     if (state != slot_state::claiming) ++next.allocs;  // counted at publish (I6)
     commit(next, sut);
   }
   void show(std::ostream& os) const override {
-    os << "sut.forge(vacant(h0, " << k << "), " << name_of(who) << ", " << name_of(state)
-       << ", /*bit=*/" << (bit() ? "true" : "false") << ");";
+    os << "sut.forge(vacant(h0, " << k << "), " << name_of(who) << ", " << name_of(state) << ");";
   }
 };
 

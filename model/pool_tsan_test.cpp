@@ -68,21 +68,17 @@ TEST(PoolTsan, SeveralHandlesOntoOneMemfd) {
 
 constexpr int hand_off_threads = 16;
 constexpr int hand_off_rounds = 20000;
-constexpr std::uint64_t hand_off_slots = 64;  // one bitmap word
+constexpr std::uint64_t hand_off_slots = 64;  // one group
 
 // Every holder reads the 8-byte stamp its predecessor left, writes its own
 // with a plain store, reads it back and frees.  The stamp is plain memory,
 // so only the pool's own orders put one holder's store before the next
 // holder's load, and TSan reports any hand-off they leave unordered.
 //
-// Which orders: usually the claimer's acquire scan of the bitmap reads the
-// bit the freer cleared with its seq_cst RMW (O4), and that alone orders
-// the stamp.  But a claimer walks the free bits of one scanned word with
-// CAS after CAS; when many threads start at the same bit (one handle, one
-// start hint), its snapshot goes stale while others claim, stamp and free
-// the very slots it is about to try, and then only the FREE store (O5,
-// release) read by the claim CAS (O1, acquire) orders the stamp.  Weaken
-// either (SHMPOOL_MUTANT=WEAK_FREE_STORE / WEAK_CLAIM) and TSan sees a race.
+// Which orders: the freer's CAS to FREE (O3, release) read by the claim
+// CAS (O1, acquire) is the only edge from one holder's stamp to the next
+// holder's; the scan's loads order nothing.  Weaken either
+// (SHMPOOL_MUTANT=RELAXED_RELEASE / WEAK_CLAIM) and TSan sees a race.
 // try_alloc spins rather than sleeps, so no futex wake adds an order.
 int hand_off(shmpool::pool& p, std::uint64_t me) {
   int held = 0;

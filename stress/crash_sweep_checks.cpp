@@ -17,10 +17,7 @@ std::vector<std::string> check_left_by_dead(const sweep_pool& sp, const std::vec
   for (std::uint64_t s = 0; s < sp.view.capacity(); ++s) {
     if (sp.planted.count(s) != 0) continue;
     const std::uint64_t w = sp.view.word(s);
-    const bool bit = sp.view.bit(s);
     const slot_state st = state_of_word(w);
-    if (st == slot_state::free && bit) out.push_back(slot_text(s, w) + " is free but its bit is set");
-    if (st == slot_state::allocated && !bit) out.push_back(slot_text(s, w) + " is allocated but its bit is clear");
     if (w == 0) continue;
     const std::uint64_t id = identity_of_word(w);
     const bool by_dead = std::find(dead.begin(), dead.end(), id) != dead.end();

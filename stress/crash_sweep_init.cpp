@@ -27,7 +27,7 @@ namespace fs = std::filesystem;
 using problems = std::vector<std::string>;
 
 constexpr std::uint64_t max_points = 200;   // a bound, never reached: a run passes < 15 points
-constexpr std::uint64_t capacity = 70;      // two bitmap words and a tail, as the pool sweep
+constexpr std::uint64_t capacity = 70;      // two groups, the second partial, as the pool sweep
 constexpr std::int64_t victim_mark = 1111;  // the value a completed victim writes
 constexpr std::int64_t racer_mark = 2222;   // the value the racing opener writes
 constexpr int racer_limit_s = 20;           // P2: longer means it hung

@@ -28,7 +28,8 @@ shmpool::slot_index free_slot_for_planting(sweep_pool& sp) {
   return *s;
 }
 
-// Dead owners in every state recovery must finish, and a bit over a FREE word.
+// Dead owners in every state recovery must finish, and a stale group mark
+// (a scanner killed between its mark and its re-read) over FREE words.
 void plant_dead_owners(sweep_pool& sp) {
   std::uint64_t* dead = map_shared<std::uint64_t>();
   leave_slots_to_a_dead_process(sp, 3, dead);
@@ -36,8 +37,7 @@ void plant_dead_owners(sweep_pool& sp) {
   sp.view.forge_word(claiming, make_slot_word(slot_state::claiming, *dead));
   const auto releasing = free_slot_for_planting(sp);
   sp.view.forge_word(releasing, make_slot_word(slot_state::releasing, *dead));
-  const auto orphan = free_slot_for_planting(sp);
-  sp.view.forge_word(orphan, 0);  // FREE word, bit still set
+  sp.view.forge_mark(0, shmpool::detail::group_full);  // group 0 has FREE words: stale
   ::munmap(dead, sizeof *dead);
 }
 
@@ -59,6 +59,10 @@ void prepare_sweep_pool(sweep_pool& sp, sweep_op op) {
   switch (op) {
     case sweep_op::alloc_wait: parent_takes(sp, sweep_capacity); break;
     case sweep_op::alloc_n_rollback: parent_takes(sp, sweep_capacity - 3); break;
+    // The child takes the last slot and marks every group full: its free
+    // then clears a mark (G), and a kill between its CAS and that clear
+    // leaves a stale mark for recovery to repair.
+    case sweep_op::free: parent_takes(sp, sweep_capacity - 1); break;
     case sweep_op::recover_stale:
     case sweep_op::reset:
       parent_takes(sp, 5);
@@ -72,6 +76,7 @@ child_setup setup_in_child(sweep_pool& sp, sweep_op op) {
   child_setup c;
   if (op == sweep_op::free) {
     if (auto s = sp.pool.try_alloc()) c.mine.push_back(*s);
+    if (sp.pool.try_alloc()) c.mine.clear();  // the pool must be full now: the scan marks every group
   } else if (op == sweep_op::free_n) {
     if (auto v = sp.pool.alloc_n(4, std::chrono::milliseconds(0))) c.mine = *v;
   }
@@ -93,7 +98,8 @@ bool run_in_child(sweep_pool& sp, sweep_op op, const child_setup& c) {
     case sweep_op::alloc_n_rollback: return !p.alloc_n(5, std::chrono::milliseconds(0));
     case sweep_op::free: return c.mine.size() == 1 && p.free(c.mine[0]);
     case sweep_op::free_n: return c.mine.size() == 4 && p.free_n(c.mine) == 4;
-    case sweep_op::recover_stale: return p.recover_stale() == 6 || c.recovery_races;
+    // 3 dead ALLOCATED, one CLAIMING, one RELEASING (the stale mark is cleared, not counted).
+    case sweep_op::recover_stale: return p.recover_stale() == 5 || c.recovery_races;
     case sweep_op::reset: p.reset(); return p.used() == 0;
   }
   return false;

@@ -1,5 +1,5 @@
 // The operations the crash-point sweep kills, and the known pool state
-// each starts from.  One fresh anonymous i64 pool of 70 slots (two bitmap
+// each starts from.  One fresh anonymous i64 pool of 70 slots (two groups
 // words, a tail) per run, so every run starts from the same state.
 #pragma once
 
@@ -40,9 +40,9 @@ struct sweep_pool {
 };
 
 // Fills `sp` for `op`: the parent takes 5 slots (all but 3 for
-// alloc_n_rollback, all for alloc_wait); recover_stale and reset also get
-// dead owners in every state (ALLOCATED, CLAIMING, RELEASING) and an
-// orphan bit.
+// alloc_n_rollback, all but 1 for free, all for alloc_wait); recover_stale
+// and reset also get dead owners in every state (ALLOCATED, CLAIMING,
+// RELEASING) and a stale group mark.
 void prepare_sweep_pool(sweep_pool& sp, sweep_op op);
 
 // In the child, before arming: the slots the operation will release.

@@ -36,7 +36,7 @@ class stopped_pool_checker {
  private:
   std::set<std::uint64_t> live_identities() const;
   void check_owners(const std::set<std::uint64_t>& live, std::vector<std::string>& out) const;
-  void check_bitmap_and_used(std::vector<std::string>& out) const;
+  void check_words_and_used(std::vector<std::string>& out) const;
   void check_holder_table(std::vector<std::string>& out) const;
   void check_shared_counter(std::uint64_t lost_updates_allowed, std::vector<std::string>& out) const;
 

@@ -55,7 +55,7 @@ raw_pool_view::raw_pool_view(const shmpool::detail::pool_base& p, std::uint64_t 
   if (!layout) throw std::runtime_error("stress: cannot compute the layout of the pool under test");
   auto* base = static_cast<std::byte*>(p.data_ptr()) - layout->data_offset;
   meta_ = reinterpret_cast<std::atomic<std::uint64_t>*>(base + layout->meta_offset);
-  bitmap_ = reinterpret_cast<std::atomic<std::uint64_t>*>(base + layout->bitmap_offset);
+  groups_ = reinterpret_cast<std::atomic<std::uint64_t>*>(base + layout->groups_offset);
   control_waiters_ = reinterpret_cast<const std::atomic<std::uint64_t>*>(base + control_offset);
   capacity_ = layout->capacity;
 }

@@ -1,6 +1,6 @@
 // Small helpers shared by the stress runner, the crash-point sweep and the
 // PID-namespace check: shared anonymous memory, process states, a seeded
-// random generator, and an outside view of a pool's slot words and bitmap
+// random generator, and an outside view of a pool's slot words and group marks
 // (read through the published format, as core/tests/pool_test.cpp does).
 #pragma once
 
@@ -70,7 +70,7 @@ int reap(pid_t pid);
 // crash point) ended it, else its exit code is stored (-1: another signal).
 bool died_at_crash_point(pid_t pid, int& exit_code);
 
-// The slot words and bitmap of a pool as the mapping holds them.
+// The slot words and group marks of a pool as the mapping holds them.
 class raw_pool_view {
  public:
   template <class Pool>
@@ -80,14 +80,12 @@ class raw_pool_view {
 
   std::uint64_t capacity() const { return capacity_; }
   std::uint64_t word(std::uint64_t slot) const { return meta_[2 * slot].load(std::memory_order_acquire); }
-  bool bit(std::uint64_t slot) const {
-    return (bitmap_[(slot / 64) * 8].load(std::memory_order_acquire) >> (slot % 64)) & 1u;
-  }
+  // The mark of a group of 64 slots (0, or group_full: slot_protocol.hpp, G).
+  std::uint64_t mark(std::uint64_t group) const { return groups_[group * 8].load(std::memory_order_acquire); }
   // Overwrites a slot word, as a process with that identity would have left it.
   void forge_word(std::uint64_t slot, std::uint64_t w) { meta_[2 * slot].store(w, std::memory_order_release); }
-  void forge_bit(std::uint64_t slot) {
-    bitmap_[(slot / 64) * 8].fetch_or(std::uint64_t{1} << (slot % 64), std::memory_order_acq_rel);
-  }
+  // Overwrites a group mark, as a scanner killed between its mark and its re-read leaves it.
+  void forge_mark(std::uint64_t group, std::uint64_t m) { groups_[group * 8].store(m, std::memory_order_release); }
   // Waiter entries in use (format 2: one identity per registered waiter).
   std::uint32_t waiters() const {
     std::uint32_t n = 0;
@@ -98,7 +96,7 @@ class raw_pool_view {
 
  private:
   std::atomic<std::uint64_t>* meta_ = nullptr;
-  std::atomic<std::uint64_t>* bitmap_ = nullptr;  // one word per 64-byte line: stride 8
+  std::atomic<std::uint64_t>* groups_ = nullptr;  // one word per 64-byte line: stride 8
   const std::atomic<std::uint64_t>* control_waiters_ = nullptr;
   std::uint64_t capacity_ = 0;
 };

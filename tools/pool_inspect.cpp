@@ -98,7 +98,7 @@ pool_file::~pool_file() {
 detail::slot_protocol<P> pool_file::protocol() const noexcept {
   auto* base = static_cast<std::byte*>(base_);
   detail::pool_view<P> v;
-  v.bitmap = reinterpret_cast<detail::bitmap_word<P>*>(base + layout_.bitmap_offset);
+  v.groups = reinterpret_cast<detail::group_word<P>*>(base + layout_.groups_offset);
   v.meta = reinterpret_cast<detail::slot_meta<P>*>(base + layout_.meta_offset);
   v.control = reinterpret_cast<detail::pool_control<P>*>(base + detail::control_offset);
   v.capacity = layout_.capacity;
@@ -144,13 +144,18 @@ std::vector<slot_entry> pool_file::taken_slots() const {
   return out;
 }
 
-std::vector<std::uint64_t> pool_file::orphan_bits() const {
+std::vector<std::uint64_t> pool_file::stale_marks() const {
   std::vector<std::uint64_t> out;
-  const auto* bitmap = reinterpret_cast<const detail::bitmap_word<P>*>(static_cast<const std::byte*>(base_) +
-                                                                      layout_.bitmap_offset);
-  for (std::uint64_t s = 0; s < layout_.capacity; ++s) {
-    const bool bit = (bitmap[s / 64].bits.load(std::memory_order_acquire) >> (s % 64)) & 1u;
-    if (bit && meta(s).word.load(std::memory_order_acquire) == 0) out.push_back(s);
+  const auto* groups = reinterpret_cast<const detail::group_word<P>*>(static_cast<const std::byte*>(base_) +
+                                                                      layout_.groups_offset);
+  for (std::uint64_t g = 0; g < detail::group_count(layout_.capacity); ++g) {
+    const std::uint64_t m = groups[g].mark.load(std::memory_order_acquire);
+    if (m == 0) continue;
+    bool has_free = m != detail::group_full;  // a malformed mark is stale whatever the words say
+    const std::uint64_t end = std::min(layout_.capacity, (g + 1) * detail::group_slots);
+    for (std::uint64_t s = g * detail::group_slots; s < end && !has_free; ++s)
+      has_free = meta(s).word.load(std::memory_order_acquire) == 0;
+    if (has_free) out.push_back(g);
   }
   return out;
 }
@@ -166,7 +171,7 @@ std::vector<std::string> pool_file::problems(std::vector<std::string>* notes) co
   if (notes != nullptr && file_size_ > layout_.total_size)
     notes->push_back("file is " + std::to_string(file_size_) + " bytes, larger than the pool's " +
                      std::to_string(layout_.total_size));
-  // 2. Bitmap against slot words (I1, I2, tail bits): the core's one checker.
+  // 2. Slot words and group marks (G1): the core's one checker.
   for (auto& p : protocol().check()) out.push_back(std::move(p));
   // 3. Per-slot counters and str lengths.
   const auto* data = static_cast<const std::byte*>(base_) + layout_.data_offset;

@@ -49,7 +49,7 @@ class pool_file {
 
   pool_stats stats() const;                   // as pool_base::stats() computes them
   std::vector<slot_entry> taken_slots() const;  // every slot whose word is not FREE
-  std::vector<std::uint64_t> orphan_bits() const;  // bits set over FREE words (I1 broken)
+  std::vector<std::uint64_t> stale_marks() const;  // groups marked full over a FREE word, or malformed (G1)
   // Every inconsistency the format and the protocol rule out (empty: healthy),
   // and notes that are not inconsistencies (e.g. registered waiters).
   std::vector<std::string> problems(std::vector<std::string>* notes = nullptr) const;

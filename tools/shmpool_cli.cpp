@@ -598,7 +598,7 @@ int cmd_recover(const args& a) {
   for (const auto& s : before.taken_slots())
     if (liveness_of(s.identity) == verdict::dead)
       dead[s.index] = sp::detail::make_slot_word(s.state, s.identity);
-  const auto orphans = before.orphan_bits();
+  const auto stale = before.stale_marks();
 
   std::size_t freed = 0;
   with_writable_pool(path, [&](sp::detail::pool_base& p) { freed = p.recover_stale(); });
@@ -615,10 +615,11 @@ int cmd_recover(const args& a) {
                 state_name(sp::detail::state_of(word)),
                 static_cast<int>(sp::platform::identity_pid(sp::detail::identity_of(word))));
   }
-  const auto still = after.orphan_bits();
-  for (const std::uint64_t slot : orphans)
-    if (std::find(still.begin(), still.end(), slot) == still.end())
-      std::printf("repaired slot %llu (bitmap bit was set over a free slot)\n", static_cast<unsigned long long>(slot));
+  const auto still = after.stale_marks();
+  for (const std::uint64_t group : stale)
+    if (std::find(still.begin(), still.end(), group) == still.end())
+      std::printf("cleared the mark of group %llu (marked full over a free slot, or malformed)\n",
+                  static_cast<unsigned long long>(group));
   std::printf("recovered %zu slot(s)\n", freed);
   return exit_ok;
 }

@@ -45,7 +45,7 @@ const std::vector<command_doc>& commands() {
        {json_option}},
       {"check", "check FILE [--json] [--consistency-only]", "verify every invariant and every owner",
        "Verifies every invariant the format promises: the header (magic, format, checksum, ranges, offsets, size, "
-       "reserved bytes), the bitmap against the slot words, per-slot and pool counters.  Then judges the owner of "
+       "reserved bytes), the group marks against the slot words, per-slot and pool counters.  Then judges the owner of "
        "every taken slot: a slot held by a dead process is a leak until recover frees it, and a slot whose owner "
        "cannot be judged (hidepid, another pid namespace) cannot be vouched for.  Each is reported, and the exit "
        "status says the worst finding: 1 inconsistent, else 3 dead owners, else 4 unknown owners, else 0.\n\n"
@@ -61,7 +61,7 @@ const std::vector<command_doc>& commands() {
        "status is 0 whenever DIR could be read (use check for a verdict on a pool).  Read-only.",
        {json_option}},
       {"recover", "recover FILE [--owner PID]", "free slots of dead processes (or every slot of PID)",
-       "Runs stale recovery: frees every slot whose owner is certainly dead and repairs bitmap bits set over free "
+       "Runs stale recovery: frees every slot whose owner is certainly dead and clears group marks set over free "
        "slots.  Prints each slot it freed with the dead owner's pid.  Writes to the pool (safe while others use "
        "it).",
        {{"--owner PID", "instead, release every slot held by PID, alive or not: for slots a process allocated "

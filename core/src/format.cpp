@@ -50,8 +50,8 @@ std::optional<pool_layout> compute_layout(variant_code v, std::uint64_t capacity
   if (const std::uint64_t fixed = fixed_elem_size(v, max_len); fixed != 0 && elem_size != fixed) return std::nullopt;
   if (elem_size == 0 || elem_size > max_elem_size) return std::nullopt;
   pool_layout l{v, capacity, elem_size, max_len, 0, 0, 0, 0};
-  l.bitmap_offset = first_bitmap_offset;
-  l.meta_offset = l.bitmap_offset + bitmap_words(capacity) * sizeof(bitmap_word<shm_platform>);
+  l.groups_offset = first_group_offset;
+  l.meta_offset = l.groups_offset + group_count(capacity) * sizeof(group_word<shm_platform>);
   l.data_offset = round_up(l.meta_offset + capacity * sizeof(slot_meta<shm_platform>), 64);
   // capacity <= 2^32 and elem_size <= 2^30: the product fits easily.
   l.total_size = round_up(l.data_offset + capacity * elem_size, page_bytes);
@@ -74,7 +74,7 @@ std::string layout_problem(variant_code v, std::uint64_t capacity, std::uint64_t
   if (!compute_layout(v, capacity, elem_size, max_len)) {
     // Every factor is in range, so the total is what exceeds its limit.
     // In range, each term fits: capacity <= 2^32, elem_size <= 2^30.
-    const std::uint64_t meta = first_bitmap_offset + bitmap_words(capacity) * sizeof(bitmap_word<shm_platform>);
+    const std::uint64_t meta = first_group_offset + group_count(capacity) * sizeof(group_word<shm_platform>);
     const std::uint64_t data = round_up(meta + capacity * sizeof(slot_meta<shm_platform>), 64);
     const std::uint64_t total = round_up(data + capacity * elem_size, page_bytes);
     return "total size " + n(total) + " bytes (capacity " + n(capacity) + " x elem_size " + n(elem_size) +
@@ -109,7 +109,10 @@ header_verdict validate_header(const pool_header& h, std::uint64_t file_size) no
                   "the magic is the init marker but the header is written: a corrupted magic, not an "
                   "interrupted initialisation; refusing to re-initialise");
   if (h.magic != pool_magic) return reject(errc::bad_magic, "bad magic");
-  if (h.format != format_word()) return reject(errc::unsupported_format, "unsupported format version or layout");
+  if ((h.format >> 24) != format_version)
+    return reject(errc::unsupported_format,
+                  "pool made by another version of shmpool: its format version is not the one this build reads");
+  if (h.format != format_word()) return reject(errc::unsupported_format, "unsupported format layout");
   if (!variant_known(h.variant)) return reject(errc::corrupt_header, "unknown variant");
   if (h.checksum != header_checksum(h)) return reject(errc::corrupt_header, "header checksum mismatch");
   const auto v = static_cast<variant_code>(h.variant);
@@ -122,10 +125,10 @@ header_verdict validate_header(const pool_header& h, std::uint64_t file_size) no
     return reject(errc::layout_mismatch, "elem_size does not match the variant");
 #endif
   // The layout these parameters imply; every offset must agree with it.
-  pool_layout l{v, h.capacity, h.elem_size, h.max_len, h.bitmap_offset, h.meta_offset, h.data_offset, h.total_size};
+  pool_layout l{v, h.capacity, h.elem_size, h.max_len, h.groups_offset, h.meta_offset, h.data_offset, h.total_size};
   if (const auto expected = compute_layout(v, h.capacity, h.elem_size, h.max_len)) {
 #if !defined(SHMPOOL_MUTANT_HEADER_SKIP_OFFSET)
-    if (expected->bitmap_offset != h.bitmap_offset || expected->meta_offset != h.meta_offset ||
+    if (expected->groups_offset != h.groups_offset || expected->meta_offset != h.meta_offset ||
         expected->data_offset != h.data_offset)
       return reject(errc::layout_mismatch, "section offsets disagree with capacity and elem_size");
 #endif

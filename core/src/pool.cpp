@@ -269,7 +269,7 @@ void write_header(void* base, const pool_layout& l) {
   h.capacity = l.capacity;
   h.elem_size = l.elem_size;
   h.max_len = l.max_len;
-  h.bitmap_offset = l.bitmap_offset;
+  h.groups_offset = l.groups_offset;
   h.meta_offset = l.meta_offset;
   h.data_offset = l.data_offset;
   h.total_size = l.total_size;
@@ -352,7 +352,7 @@ class pool_core {
 
   static pool_view<shm_platform> view_of(std::byte* base, const pool_layout& l) noexcept {
     pool_view<shm_platform> v;
-    v.bitmap = reinterpret_cast<bitmap_word<shm_platform>*>(base + l.bitmap_offset);
+    v.groups = reinterpret_cast<group_word<shm_platform>*>(base + l.groups_offset);
     v.meta = reinterpret_cast<slot_meta<shm_platform>*>(base + l.meta_offset);
     v.control = reinterpret_cast<pool_control<shm_platform>*>(base + control_offset);
     v.capacity = l.capacity;
@@ -360,9 +360,13 @@ class pool_core {
   }
 
   void check_index(slot_index i) const {
-    if (i >= layout_.capacity)
-      throw std::out_of_range("shmpool: slot index " + std::to_string(i) + " out of range (capacity " +
-                              std::to_string(layout_.capacity) + ")");
+    if (i >= layout_.capacity) [[unlikely]]
+      throw_index_out_of_range(i, layout_.capacity);
+  }
+  // Out of line, so that check_index inlines into every hot path.
+  [[noreturn, gnu::noinline, gnu::cold]] static void throw_index_out_of_range(slot_index i, std::uint64_t capacity) {
+    throw std::out_of_range("shmpool: slot index " + std::to_string(i) + " out of range (capacity " +
+                            std::to_string(capacity) + ")");
   }
   std::byte* data(slot_index i) const noexcept { return base_ + layout_.data_offset + i * layout_.elem_size; }
   pool_control<shm_platform>& control() const noexcept {
@@ -372,8 +376,7 @@ class pool_core {
   // another identity (a fork child), so children spread out too.
   // Throws identity_unavailable (before any slot is touched) if the
   // identity cannot be computed.
-  std::uint64_t start_slot() {
-    const std::uint64_t me = platform::proc_liveness::self();
+  std::uint64_t start_slot(std::uint64_t me) {
     if (start_owner_.load(std::memory_order_relaxed) != me) {
       start_slot_.store(start_slot_for(me, layout_.capacity), std::memory_order_relaxed);
       start_owner_.store(me, std::memory_order_relaxed);
@@ -840,9 +843,15 @@ pool_base::pool_base(std::unique_ptr<pool_core> core) noexcept : core_(std::move
   throw std::invalid_argument("shmpool: timeout is NaN (use a finite duration, or +infinity to wait forever)");
 }
 
-pool_core& pool_base::live() const {
+namespace {
+[[noreturn, gnu::noinline, gnu::cold]] void throw_moved_from() {
+  throw error(make_error_code(errc::invalid_handle), "shmpool: use of a moved-from pool handle");
+}
+}  // namespace
+
+[[gnu::always_inline]] inline pool_core& pool_base::live() const {
   if (core_ == nullptr) [[unlikely]]
-    throw error(make_error_code(errc::invalid_handle), "shmpool: use of a moved-from pool handle");
+    throw_moved_from();
   return *core_;
 }
 
@@ -865,10 +874,14 @@ pool_base& pool_base::operator=(pool_base&& other) noexcept {
 }
 pool_base::~pool_base() = default;
 
-std::optional<slot_index> pool_base::alloc_for_ns(std::int64_t timeout_ns) {
+slot_index pool_base::alloc_index_for_ns(std::int64_t timeout_ns) {
+  static_assert(protocol::no_slot == no_slot);
   pool_core& c = live();
-  auto got = c.proto_.alloc(timeout_ns, c.start_slot());
-  if (got) c.remember_slot(*got);
+  const std::uint64_t me = platform::proc_liveness::self();  // throws identity_unavailable first
+  const std::uint64_t start = c.start_slot(me);
+  const std::uint64_t got = c.proto_.alloc_index(timeout_ns, start, me);
+  if (got != start && got != no_slot) [[unlikely]]
+    c.remember_slot(got);
   return got;
 }
 
@@ -890,7 +903,7 @@ std::optional<std::vector<slot_index>> pool_base::alloc_n_for_ns(std::size_t n, 
   if (n > c.layout_.capacity)
     throw std::invalid_argument("shmpool: alloc_n(" + std::to_string(n) + ") exceeds the capacity " +
                                 std::to_string(c.layout_.capacity) + " and could never succeed");
-  return c.proto_.alloc_n(n, timeout_ns, c.start_slot());
+  return c.proto_.alloc_n(n, timeout_ns, c.start_slot(platform::proc_liveness::self()));
 }
 
 std::size_t pool_base::free_n(std::span<const slot_index> slots) {

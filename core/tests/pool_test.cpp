@@ -593,21 +593,51 @@ TEST(Pool, Misuse_UnknownFormatVersionIsRejected) {
   EXPECT_EQ(error_code_of([&] { shmpool::pool::open(d.file("a"), 10, 8); }), shmpool::errc::unsupported_format);
 }
 
-TEST(Pool, CheckReportsCorruptedSlotState) {
+TEST(Pool, CheckReportsStaleAndMalformedGroupMarks) {
   auto p = shmpool::pool::memfd("corrupt", 70, 8);
   EXPECT_TRUE(p.check().empty());
   auto l = *shmpool::detail::compute_layout(shmpool::detail::variant_code::raw, 70, 8, 0);
   auto* base = static_cast<std::byte*>(p.data_ptr()) - l.data_offset;
-  auto* bits = reinterpret_cast<std::uint64_t*>(base + l.bitmap_offset);
-  bits[0] |= 1u << 3;              // bit over a free slot
-  bits[8] |= std::uint64_t{1} << 63;  // second word: bit 127 > capacity 70
+  auto* marks = reinterpret_cast<std::uint64_t*>(base + l.groups_offset);
+  marks[0] = shmpool::detail::group_full;  // group 0 marked full over free slots (a killed scanner)
+  marks[8] = 7;                           // group 1: a malformed mark
   auto problems = p.check();
   ASSERT_EQ(problems.size(), 2u);
-  EXPECT_NE(problems[0].find("beyond capacity"), std::string::npos);
-  EXPECT_NE(problems[1].find("slot 3"), std::string::npos);
-  EXPECT_EQ(p.used(), 1u) << "tail bits are masked";
-  EXPECT_EQ(p.recover_stale(), 1u) << "the orphan bit is repaired";
-  EXPECT_EQ(p.used(), 0u);
+  EXPECT_NE(problems[0].find("group 0 is marked full but slot 0 is free"), std::string::npos) << problems[0];
+  EXPECT_NE(problems[1].find("group 1 has a malformed mark"), std::string::npos) << problems[1];
+  EXPECT_EQ(p.used(), 0u) << "used() counts slot words, never marks";
+  // The stale mark hides group 0 from scans (a mark is trusted; only a
+  // handle's own hint slot is tried without looking at it); the malformed
+  // one hides nothing: group 1's six slots are found.
+  const auto six = p.alloc_n(6, std::chrono::seconds(0));
+  ASSERT_TRUE(six.has_value());
+  for (const auto s : *six) EXPECT_GE(s, 64u);
+  EXPECT_FALSE(p.alloc_n(1, std::chrono::seconds(0)).has_value()) << "group 0 is hidden until recovery";
+  EXPECT_EQ(p.recover_stale(), 0u) << "no slot is freed: only marks are cleared";
+  EXPECT_TRUE(p.check().empty());
+  const auto one = p.alloc_n(1, std::chrono::seconds(0));
+  ASSERT_TRUE(one.has_value()) << "after recovery group 0 is found again";
+  EXPECT_LT(one->front(), 64u);
+}
+
+TEST(Pool, AFullGroupIsMarkedAndTheNextFreeClearsTheMark) {
+  auto p = shmpool::i64_pool::memfd("marks", 130);
+  auto l = *shmpool::detail::compute_layout(shmpool::detail::variant_code::i64, 130, 8, 0);
+  auto* base = static_cast<std::byte*>(p.data_ptr()) - l.data_offset;
+  const auto* marks = reinterpret_cast<const std::atomic<std::uint64_t>*>(base + l.groups_offset);
+  auto mark = [&](int g) { return marks[8 * g].load(); };
+  auto all = *p.alloc_n(130);
+  EXPECT_EQ(mark(0) | mark(1) | mark(2), 0u) << "alloc_n marks nothing";
+  EXPECT_FALSE(p.try_alloc().has_value());
+  EXPECT_EQ(mark(0), shmpool::detail::group_full);
+  EXPECT_EQ(mark(1), shmpool::detail::group_full);
+  EXPECT_EQ(mark(2), shmpool::detail::group_full) << "the partial last group is marked too";
+  ASSERT_TRUE(p.free(70));
+  EXPECT_EQ(mark(1), 0u) << "a free in a marked group clears its mark before it wakes anyone (G)";
+  EXPECT_EQ(mark(0), shmpool::detail::group_full);
+  EXPECT_EQ(*p.try_alloc(), 70u);
+  EXPECT_TRUE(p.check().empty());
+  p.free_n(all);
 }
 
 // ---- recovery ---------------------------------------------------------------------

@@ -52,7 +52,7 @@ create_info)
   run 0 info p.shm
   contains "$out" "variant:        str"; contains "$out" "capacity:       70"
   contains "$out" "elem_size:      24"; contains "$out" "max_len:        20"
-  contains "$out" "format:         version 2"; contains "$out" "mapping size:   4096 bytes"
+  contains "$out" "format:         version 3"; contains "$out" "mapping size:   4096 bytes"
   run 5 create p.shm --variant str --capacity 70 --max-len 20; contains "$err" "already exists"; one_line "$err"
   run 0 create r.shm --variant raw --capacity 5 --elem-size 100
   run 0 info r.shm; contains "$out" "variant:        raw"; contains "$out" "elem_size:      100"
@@ -95,20 +95,17 @@ bad_magic)
   printf '\x0b' | dd of=q.shm bs=1 seek=16 conv=notrunc status=none
   run 1 check q.shm; contains "$out" "header checksum mismatch"
   ;;
-orphan_bit)
+stale_mark)
   run 0 create p.shm --variant i64 --capacity 100
-  poke 320 '\x20'   # bitmap word 0, bit 5: set over a free slot
-  run 1 check p.shm; contains "$out" "slot 5: bitmap bit set but the slot is free"
+  poke 320 '\x01'   # group 0 (slots 0..63) marked full over free slots
+  run 1 check p.shm; contains "$out" "group 0 is marked full but slot 0 is free"
   cp p.shm snapshot.shm
   run 1 check p.shm; cmp -s p.shm snapshot.shm || fail "check wrote to the pool"
-  run 0 recover p.shm; contains "$out" "repaired slot 5"
+  run 0 recover p.shm; contains "$out" "cleared the mark of group 0"
   run 0 check p.shm; contains "$out" "healthy"
-  poke 327 '\xf0'   # top byte of bitmap word 0: bits of the free slots 60..63
-  run 1 check p.shm; contains "$out" "slot 63: bitmap bit set but the slot is free"
+  poke 384 '\x07'   # group 1: neither 0 nor full
+  run 1 check p.shm; contains "$out" "group 1 has a malformed mark"
   run 0 recover p.shm; run 0 check p.shm
-  run 0 create t.shm --variant i64 --capacity 10
-  printf '\x80' | dd of=t.shm bs=1 seek=327 conv=notrunc status=none   # bit 63 >= capacity 10
-  run 1 check t.shm; contains "$out" "bits set beyond capacity"
   ;;
 dead_owner)
   run 0 create p.shm --variant i64 --capacity 100
@@ -230,7 +227,7 @@ json_schemas)
   run 0 create q.shm --variant i64 --capacity 10
   read -r slot pid < <("$helper" die q.shm) || fail "helper die failed"
   run 0 info p.shm --json
-  json_check "doc['schema'] == 'shmpool-info/1' and doc['file'] == 'p.shm' and doc['variant'] == 'str' and doc['capacity'] == 10 and doc['max_len'] == 20 and doc['format_version'] == 2"
+  json_check "doc['schema'] == 'shmpool-info/1' and doc['file'] == 'p.shm' and doc['variant'] == 'str' and doc['capacity'] == 10 and doc['max_len'] == 20 and doc['format_version'] == 3"
   run 0 info q.shm --json; json_check "doc['max_len'] is None and doc['elem_size'] == 8"
   run 0 stats q.shm --json
   json_check "doc['schema'] == 'shmpool-stats/1' and doc['used'] == 1 and doc['allocs'] == 1 and doc['time'].endswith('Z')"

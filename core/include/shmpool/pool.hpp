@@ -12,8 +12,10 @@
 ///   recovery of slots held by processes that died.
 ///
 /// DESIGN
-///   One mapping per pool: an immutable header, a bitmap (one bit per slot),
-///   one 64-bit slot word per slot naming its state and owner, and the data.
+///   One mapping per pool: an immutable header, one 64-bit slot word per
+///   slot naming its state and owner (the whole truth: one CAS claims a slot
+///   and records its owner, one CAS frees it), a "full" mark per group of
+///   64 slots that lets scans skip full groups, and the data.
 ///   The claim/release protocol lives in detail/slot_protocol.hpp, with its
 ///   invariants; core/PROTOCOL.md tells the same story in prose, and
 ///   core/FORMAT.md lays out the bytes.
@@ -235,8 +237,8 @@ std::int64_t to_timeout_ns(std::chrono::duration<Rep, Period> d) {
 ///   - a moved-from handle: every member that can throw throws
 ///     shmpool::error with errc::invalid_handle;
 ///   - an index >= capacity(): std::out_of_range;
-///   - a call that writes an owner (alloc*, free*, recover_stale,
-///     release_owner, reset) when this process cannot determine its own
+///   - a call that writes or judges an owner (alloc*, free_if_mine, guards,
+///     recover_stale, release_owner, reset) when this process cannot determine its own
 ///     identity: shmpool::error with errc::identity_unavailable, before any
 ///     slot is touched.  The identity is computed once per process (and
 ///     again in a fork child) from /proc/self/stat, then cached: only that
@@ -265,8 +267,10 @@ class pool_base {
   /// Blocks while the pool is full: the thread sleeps on a futex (no CPU)
   /// until a free, a recovery, release_owner or a reset wakes it (beyond 8
   /// waiting threads, the others poll, at most every 10 ms).  Linearizable and lock-free on
-  /// the fast path: a bitmap scan (one load per 64 slots) and one CAS, no
-  /// system call, no allocation.  Never returns std::nullopt (the type is
+  /// the fast path: the slot this handle used last is tried first (one load
+  /// and one CAS); else a scan of the slot words that skips groups marked
+  /// full (one load per 64 slots of a full pool).  No system call, no
+  /// allocation.  Never returns std::nullopt (the type is
   /// that of the timed overload).
   /// @throws shmpool::error errc::invalid_handle (moved-from handle) or
   ///         errc::identity_unavailable.
@@ -292,14 +296,15 @@ class pool_base {
   /// therefore frees someone else's slot: use free_if_mine or a guard when
   /// that can happen.
   ///
-  /// Lock-free and linearizable: one CAS and a few stores on the slot; one
+  /// Lock-free and linearizable: one CAS on the slot word, a load of the
+  /// group's mark (and a store when it is set) and of the waiter line; one
   /// futex wake (a system call) only when a thread is asleep in alloc.
-  /// Never blocks, never allocates.
+  /// Never blocks, never allocates.  Records no owner, so it needs no
+  /// identity (it works in a process that cannot determine its own).
   /// @return true if the slot was allocated and is now free; false if it
   ///         was not allocated (nothing changes).
   /// @throws std::out_of_range if i >= capacity().
-  /// @throws shmpool::error errc::invalid_handle or
-  ///         errc::identity_unavailable.
+  /// @throws shmpool::error errc::invalid_handle.
   bool free(slot_index i);
   /// Frees slot i only if this process (this identity: not a fork parent's)
   /// holds it; false otherwise, and nothing changes.  Costs as free().
@@ -338,8 +343,7 @@ class pool_base {
   /// nothing is freed.  O(slots.size()), no allocation.
   /// @return how many of the slots were allocated and are now free.
   /// @throws std::out_of_range if any index >= capacity().
-  /// @throws shmpool::error errc::invalid_handle or
-  ///         errc::identity_unavailable.
+  /// @throws shmpool::error errc::invalid_handle.
   std::size_t free_n(std::span<const slot_index> slots);
 
   // ---- guards ----
@@ -398,9 +402,9 @@ class pool_base {
   /// Bytes per slot (fixed at creation); 0 when moved from.  For a str_pool
   /// this includes the length word: use max_len().
   std::uint64_t elem_size() const noexcept;
-  /// Slots allocated or being claimed/released, counted from the bitmap:
-  /// O(capacity / 64) atomic loads, no lock.  Exact when no operation is in
-  /// flight.
+  /// Slots allocated or being claimed/released, counted from the slot
+  /// words: O(capacity) atomic loads (one per slot), no lock.  Exact when
+  /// no operation is in flight.
   /// @throws shmpool::error errc::invalid_handle.
   std::uint64_t used() const;
   /// capacity() - used(); the same cost and snapshot as used().
@@ -436,7 +440,8 @@ class pool_base {
 
   /// Frees the slots of owners certainly dead (core/PROTOCOL.md): an owner
   /// that may be alive, or whose fate cannot be read, keeps its slots.  Also
-  /// repairs bitmap bits set over free slots, clears the waiter entries of
+  /// clears group marks set over free slots (left by a process killed while
+  /// scanning or freeing, or by corruption), clears the waiter entries of
   /// dead sleepers, and wakes sleeping allocators even when it freed nothing
   /// (a freer killed before its wake-up).  Never frees a slot this process
   /// holds.
@@ -469,8 +474,9 @@ class pool_base {
   ///         errc::identity_unavailable.
   void reset();
   /// Every inconsistency found in the mapping: a header that fails
-  /// validation or changed since this handle opened it, and slot words and
-  /// bitmap bits that disagree.  Empty when healthy.  Read-only; O(capacity)
+  /// validation or changed since this handle opened it, slot words in
+  /// flight or malformed, and group marks that are malformed or set over a
+  /// free slot.  Empty when healthy.  Read-only; O(capacity)
   /// loads; exact when no operation is in flight (one in flight may show as
   /// a transient problem).  Allocates the strings.
   /// @throws shmpool::error errc::invalid_handle.
@@ -566,7 +572,17 @@ class pool_base {
   static std::unique_ptr<pool_core> fd_core(int fd, pool_variant v);
 
  private:
-  std::optional<slot_index> alloc_for_ns(std::int64_t timeout_ns);
+  // The slot, or no_slot: the library returns a plain integer and the
+  // optional is built here, in the caller, where the optimiser can keep it
+  // in registers (an optional returned from the library is assembled on the
+  // stack and read back whole: a store-forwarding stall on every alloc).
+  static constexpr slot_index no_slot = ~slot_index{0};
+  slot_index alloc_index_for_ns(std::int64_t timeout_ns);
+  std::optional<slot_index> alloc_for_ns(std::int64_t timeout_ns) {
+    const slot_index i = alloc_index_for_ns(timeout_ns);
+    if (i == no_slot) return std::nullopt;
+    return i;
+  }
   std::optional<std::vector<slot_index>> alloc_n_for_ns(std::size_t n, std::int64_t timeout_ns);
   std::optional<slot_guard> guard_of(std::optional<slot_index> i);
   pool_core& live() const;  // the core, or shmpool::error(errc::invalid_handle)

@@ -397,7 +397,7 @@ SHMPOOL_C_EXPORT int shmpool_release_owner(shmpool_t *pool, pid_t pid, size_t *f
  *  holder loses its slot).  Never blocks.
  *  @return SHMPOOL_OK, SHMPOOL_EINVAL, SHMPOOL_EIDENTITY. */
 SHMPOOL_C_EXPORT int shmpool_reset(shmpool_t *pool, shmpool_error *err) SHMPOOL_NOEXCEPT;
-/** Checks the mapping (header, slot words, bitmap) and calls fn(problem,
+/** Checks the mapping (header, slot words, group marks) and calls fn(problem,
  *  context) for each inconsistency found (fn may be NULL); *problems
  *  (optional) = how many.  Read-only; O(capacity).  Exact when no operation
  *  is in flight.  fn must not call shmpool_close on this handle.

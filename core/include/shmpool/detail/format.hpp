@@ -3,7 +3,7 @@
 //
 //   offset 0    pool_header   immutable after initialisation (128 bytes)
 //   offset 128  pool_control  waiter entries | wake_seq | slow-path counters, one line each
-//   offset 320  bitmap        bitmap_words(capacity) words, one per 64-byte line
+//   offset 320  group marks   group_count(capacity) words, one per 64-byte line
 //   then        slot meta     capacity x {slot word, alloc count}, 16 bytes each
 //   then        data          capacity x elem_size bytes, 64-byte aligned
 //   total       rounded up to 4096
@@ -28,11 +28,11 @@ inline constexpr std::uint64_t pool_magic = 0x314C4F4F504D4853ULL;       // "SHM
 // is only ever left by an earlier version's interrupted creator, and then the
 // rest of the header is zero (interrupted_initialisation below).
 inline constexpr std::uint64_t pool_init_magic = 0x54494E49504D4853ULL;
-inline constexpr std::uint32_t format_version = 2;  // 2: waiter entries replace the waiter count
+inline constexpr std::uint32_t format_version = 3;  // 2: waiter entries; 3: group marks replace the bitmap (slot words are the truth)
 
 inline constexpr std::uint64_t header_bytes = 128;
 inline constexpr std::uint64_t control_offset = 128;
-inline constexpr std::uint64_t first_bitmap_offset = 320;
+inline constexpr std::uint64_t first_group_offset = 320;
 inline constexpr std::uint64_t page_bytes = 4096;
 
 inline constexpr std::uint64_t max_capacity = std::uint64_t{1} << 32;
@@ -48,7 +48,7 @@ struct pool_header {
   std::uint64_t capacity;     // slots
   std::uint64_t elem_size;    // bytes per slot
   std::uint64_t max_len;      // str pools: longest string; else 0
-  std::uint64_t bitmap_offset;
+  std::uint64_t groups_offset;
   std::uint64_t meta_offset;
   std::uint64_t data_offset;
   std::uint64_t total_size;   // bytes mapped
@@ -57,22 +57,22 @@ struct pool_header {
 };
 static_assert(sizeof(pool_header) == header_bytes);
 static_assert(sizeof(slot_meta<shm_platform>) == 16);
-static_assert(sizeof(bitmap_word<shm_platform>) == 64);
-static_assert(sizeof(pool_control<shm_platform>) == first_bitmap_offset - control_offset);
+static_assert(sizeof(group_word<shm_platform>) == 64);
+static_assert(sizeof(pool_control<shm_platform>) == first_group_offset - control_offset);
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free && std::atomic<int>::is_always_lock_free);
 // An all-zero or all-0xFF header is never valid: the magic is neither.
 static_assert(pool_magic != 0 && pool_magic != ~std::uint64_t{0});
 
 constexpr std::uint32_t format_word() noexcept {
   return (format_version << 24) | ((sizeof(slot_meta<shm_platform>) / 8) << 16) |
-         ((sizeof(bitmap_word<shm_platform>) / 8) << 8) | (first_bitmap_offset / 64);
+         ((sizeof(group_word<shm_platform>) / 8) << 8) | (first_group_offset / 64);
 }
 static_assert(format_word() != 0 && format_word() != 0xFFFFFFFFu);
 
 struct pool_layout {
   variant_code variant;
   std::uint64_t capacity, elem_size, max_len;
-  std::uint64_t bitmap_offset, meta_offset, data_offset, total_size;
+  std::uint64_t groups_offset, meta_offset, data_offset, total_size;
 };
 
 // The layout a pool of these parameters has, or nothing if they are out of

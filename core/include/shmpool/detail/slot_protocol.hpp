@@ -1,17 +1,21 @@
 // The slot protocol: lock-free claim and release of pool slots, owner
 // recording, futex waiting, stale recovery.  Production, the Relacy model and
 // the crash-point sweep all run this one template (see platform/seam.hpp).
+// PROTOCOL.md argues it step by step; this comment is the reference.
 //
 // SHARED STATE (per pool; layout in format.hpp and core/FORMAT.md)
 //   slot word   one 64-bit word per slot: state (bits 63..62) | identity (61..0)
 //                 FREE      = 0
-//                 CLAIMING  (me)  claimed, bitmap bit maybe not yet set
+//                 CLAIMING  (me)  claimed; allocation not yet counted/published
 //                 ALLOCATED (me)  the slot is mine; data may be used
-//                 RELEASING (me)  I am freeing or recovering it
-//   bitmap      one bit per slot, 64 to a word, one word per cache line: a
-//               summary of the slot words that makes finding a free slot one
-//               load per 64 slots.  Bits >= capacity are never used (tail mask
-//               kept in the handle, never read from the mapping).
+//                 RELEASING (me)  a checked free (free_if_held) is deciding
+//               The slot words are the whole truth: one CAS claims a slot
+//               and names its owner, one CAS frees it.
+//   group mark  one word per 64 slots, one word per cache line: GROUP_FULL
+//               when a scan saw no FREE word in the group, else 0.  A hint
+//               that lets a scan skip full groups (one load per 64 slots
+//               when the pool is full); never maintained on the fast path:
+//               a scanner sets it, a freer clears it only if it is set.
 //   waiter ids  waiter_slots entries: the identity of a thread about to sleep
 //               or asleep in alloc, 0 when the entry is free.  A waiter that
 //               finds every entry taken does not sleep unbounded: it polls
@@ -22,35 +26,50 @@
 //   frees mark  the highest lower bound of frees any stats() computed
 //
 // TRANSITIONS (the only writers of a slot word)
-//   alloc:   FREE -CAS-> CLAIMING(me); set bit; store ALLOCATED(me)
+//   alloc:   FREE -CAS-> CLAIMING(me); count; store ALLOCATED(me)
 //   alloc_n: claims each slot as above but publishes ALLOCATED only once all
-//            n are CLAIMING(me); a short batch is unclaimed (bit, then FREE)
-//   free:    ALLOCATED(x) -CAS-> RELEASING(me); clear bit; store FREE; wake
-//   free_if_held(owner, gen): as free, but only from ALLOCATED(owner) with
-//            owner == me and (gen != 0) allocs == gen; an allocation of ours
-//            with another generation (found after the CAS) is restored
-//   recover: W(dead) -CAS-> RELEASING(me); clear bit; store FREE; wake
-//            (W is any non-free word whose identity is certainly dead,
-//             RELEASING(dead) included: a dead recoverer's work is finished)
-//   reset:   W -CAS-> RELEASING(me); clear bit; store FREE  (any owner)
+//            n are CLAIMING(me); a short batch is unclaimed (CAS to FREE)
+//   free:    ALLOCATED(x) -CAS-> FREE; clear the group mark if set; wake
+//   free_if_held(owner, gen): ALLOCATED(owner) -CAS-> RELEASING(owner) with
+//            owner == me, then (gen != 0) allocs == gen: -CAS-> FREE as free;
+//            else (another allocation of ours) the word is restored
+//   recover: W(dead) -CAS-> FREE; as free (W is any non-free word whose
+//            identity is certainly dead)
+//   reset:   W -CAS-> FREE  (any owner)
 //   release_owner(pid): as reset, for the words naming pid (an operator's
 //            decision: the owner may be alive, e.g. after exec)
+//   Every transition to FREE is one seq_cst CAS (O3), followed by the group
+//   check (O4/O5) and the waiter read (O8), in that order.
+//
+// GROUP MARKS (G)
+//   A scanner that covered a whole group and found no FREE and no RELEASING
+//   word stores GROUP_FULL (O6), then reads the group's words again (O7): if
+//   one is FREE or RELEASING now, it stores 0 back and wakes waiters (a
+//   waiter may have skipped the group on its transient mark).
+//   G1  after every scanner's re-read and every freer's group check has
+//       finished, a group marked GROUP_FULL has no FREE word.  (The last mark
+//       store was followed by a re-read that saw no FREE word; a word freed
+//       after that re-read was freed by a CAS that precedes its freer's
+//       group load in the seq_cst order, which therefore sees the mark and
+//       clears it.)  A scanner or freer killed between those steps leaves a
+//       stale mark: recover_stale() clears every mark whose group has a FREE
+//       word, and check() reports one.
+//   Any value but 0 and GROUP_FULL is corruption: scanned as 0, repaired by
+//   recover_stale().
 //
 // INVARIANTS
-//   I1  bit set  =>  slot word != FREE.  (Set only while CLAIMING(me); cleared
-//       only while RELEASING(me); so a FREE word never has its bit set.)
-//   I2  slot word == ALLOCATED  =>  bit set.
 //   I3  a slot word is changed only by the identity it names, except
-//       FREE -> CLAIMING (anyone, by CAS) and W(dead) -> RELEASING (recovery,
-//       by CAS).  Hence no two live processes ever own one slot.  (reset
-//       and release_owner break it on purpose, at an operator's request.)
-//       Every operation asks P::self_identity() before it touches a slot;
+//       FREE -> CLAIMING (anyone, by CAS), ALLOCATED(x) -> FREE (free of
+//       another's slot, by CAS) and W(dead) -> FREE (recovery, by CAS).
+//       Hence no two live processes ever own one slot.  (reset and
+//       release_owner break it on purpose, at an operator's request.)
+//       Every operation that writes an owner asks P::self_identity() first;
 //       it is never 0 (it throws instead), so no word ever names nobody.
 //   I4  every non-FREE slot word names an identity; recovery frees exactly the
 //       words whose identity is certainly dead, so after one recover_stale()
 //       by a survivor every slot is FREE or names a live process.
-//   I5  used() is a popcount of the bitmap; with no operation in flight I1
-//       and I2 make it equal the number of ALLOCATED words (check()).
+//   I5  used() counts the non-FREE words; with no operation in flight it is
+//       the number of ALLOCATED words (check() reports every other state).
 //   I6  allocs of a slot changes only while its word is CLAIMING(me), by +1,
 //       just before the publish: it never decreases, and a slot holds at most
 //       one counted allocation not yet freed: none when its word is FREE or
@@ -60,31 +79,41 @@
 //   I7  a waiter entry names a thread's process; it is set (0 -CAS-> me) and
 //       cleared only by that thread, or cleared by recovery when the
 //       identity is certainly dead (or is no identity at all).
-//   W1  no lost wake-up: a freer clears the bit (seq_cst) then reads every
-//       waiter entry (seq_cst); a waiter registers in an entry (seq_cst CAS)
-//       then scans (seq_cst).  Either the freer sees the waiter and bumps
-//       wake_seq, or the waiter's scan sees the cleared bit.  A cleared bit
-//       whose word is still RELEASING is "in flux": the waiter polls with a
-//       short timeout instead of sleeping.
+//   W1  no lost wake-up: a freer's CAS to FREE (O3, seq_cst) precedes its
+//       reads of the waiter entries (O8, seq_cst); a waiter registers in an
+//       entry (O9, seq_cst CAS) and then scans marks and words (O10,
+//       seq_cst).  Either the freer sees the waiter and bumps wake_seq, or
+//       the waiter's scan comes after the CAS and sees the FREE word -- or a
+//       mark, which (G) is cleared by that freer before its waiter read, or
+//       set by a scanner whose re-read sees the FREE word and wakes.  A
+//       RELEASING word is "in flux": the waiter polls with a short timeout
+//       instead of sleeping.
 //   W2  a waiter never wakes itself: an alloc_n that rolls back a partial
 //       batch wakes only other waiters, and if its own bump was the only
 //       change to wake_seq since it read it, it sleeps on the bumped value.
-//       A batch also claims nothing unless its scan counted n free bits, so
+//       A batch also claims nothing unless its scan counted n FREE words, so
 //       two batches that cannot both fit do not wake each other forever.
 //
 // CRASH WINDOWS (a process may die between any two steps; crash_site names them)
 //   after CLAIMING(me)        word names me: recovery frees it when I am dead
-//   after bit set             same
-//   after RELEASING(me)       recovery (seeing me dead) takes it over and finishes
-//   after bit cleared         same; the slot is unclaimable until then (never leaked)
-//   after FREE, before wake   sleepers may miss this free: recover_stale()
+//   after ALLOCATED(me)       same
+//   after FREE, mark not yet cleared / waiters not yet woken
+//                             a stale mark or a sleeper behind a free slot:
+//                             recover_stale() clears marks over FREE words and
 //                             always wakes waiters, so a survivor's recovery
 //                             closes it (stress.sweep_wakeup_after_killed_freer)
+//   after RELEASING(me)       (checked free) recovery takes it over and frees it
+//   after a mark, before the re-read   a stale mark: as above
 //   asleep, registered        the waiter entry names a dead identity: frees
 //                             make a wake syscall nobody needs until a
 //                             recover_stale() or reset() clears it (I7).
 // There is no window where a slot is taken but names nobody (the seed's
 // bit-then-owner order has one; SHMPOOL_MUTANT_OWNER_AFTER_CLAIM reopens it).
+//
+// COST  alloc+free on the fast path: two locked read-modify-writes (the
+// claim CAS and the release CAS), two plain stores (count, publish) and
+// loads of lines the process already holds (the hint slot, its group mark,
+// the waiter line).  PROTOCOL.md "The fast path" has the figures.
 #pragma once
 
 #include <bit>
@@ -123,31 +152,30 @@ struct pool_orders {
 #if defined(SHMPOOL_MUTANT_WEAK_CLAIM)
   static constexpr mo claim = mo::relaxed;
 #else
-  static constexpr mo claim = mo::acquire;        // O1 claim CAS; pairs with O5
+  static constexpr mo claim = mo::acquire;        // O1 claim CAS; pairs with O3
 #endif
-  // O2 and O3 order no data: an owner writes its data after O2, so only the
-  // application's own hand-off of an index can order it for a freer (and a
-  // freer's writes reach the next claimer through O5/O1).  The Relacy
-  // models confirm that no invariant needs more (model/README.md).
-  // O2 is a release for one reader only: a checked free (O11) that reads the
-  // slot's allocs after its CAS must see the increment made before O2.
+  // O2 orders no data for the application: an owner writes its data after
+  // O1, and a freer's writes reach the next claimer through O3/O1.  It is a
+  // release for one reader: a checked free (O11) that reads the slot's
+  // allocs after its CAS must see the increment made before O2.
   static constexpr mo publish = mo::release;      // O2 ALLOCATED store; pairs with O11
-  static constexpr mo mark = mo::relaxed;         // O3 RELEASING CAS
-#if defined(SHMPOOL_MUTANT_WEAK_BIT_CLEAR)
-  static constexpr mo bit_clear = mo::relaxed;
+#if defined(SHMPOOL_MUTANT_WEAK_RELEASE_FENCE)
+  static constexpr mo release = mo::release;
+#elif defined(SHMPOOL_MUTANT_RELAXED_RELEASE)
+  static constexpr mo release = mo::relaxed;
 #else
-  static constexpr mo bit_clear = mo::seq_cst;    // O4 W1, freer side
+  static constexpr mo release = mo::seq_cst;      // O3 every CAS to FREE: data to the next
+                                                  //    claimer (release), W1 and G (seq_cst)
 #endif
-#if defined(SHMPOOL_MUTANT_WEAK_FREE_STORE)
-  static constexpr mo free_store = mo::relaxed;
-#else
-  static constexpr mo free_store = mo::release;   // O5 FREE store; pairs with O1
-#endif
-  static constexpr mo waiter_check = mo::seq_cst; // O6 W1, freer reads waiters
-  static constexpr mo waiter_register = mo::seq_cst;  // O7 W1, waiter side
-  static constexpr mo waiter_scan = mo::seq_cst;  // O8 W1, waiter's re-scan
-  static constexpr mo wake_bump = mo::release;    // O9 wake_seq bump; pairs with O10
-  static constexpr mo wake_read = mo::acquire;    // O10 waiter reads wake_seq
+  static constexpr mo group_check = mo::seq_cst;  // O4 freer reads the group mark after O3 (G)
+  static constexpr mo group_clear = mo::seq_cst;  // O5 mark cleared (freer, undoing scanner)
+  static constexpr mo group_mark = mo::seq_cst;   // O6 scanner marks a group full (G)
+  static constexpr mo mark_reread = mo::seq_cst;  // O7 scanner re-reads the group after O6
+  static constexpr mo waiter_check = mo::seq_cst; // O8 W1, freer reads waiters
+  static constexpr mo waiter_register = mo::seq_cst;  // O9 W1, waiter side
+  static constexpr mo waiter_scan = mo::seq_cst;  // O10 W1, waiter's re-scan
+  static constexpr mo wake_bump = mo::release;    // O12 wake_seq bump; pairs with O13
+  static constexpr mo wake_read = mo::acquire;    // O13 waiter reads wake_seq
   static constexpr mo checked_mark = mo::acquire; // O11 checked free's CAS; pairs with O2
 };
 
@@ -157,9 +185,14 @@ struct slot_meta {
   typename P::template atomic<std::uint64_t> allocs;  // times claimed; written by the claimant only
 };
 
+// A group's mark: 0 or group_full (G).  One per cache line, so marking one
+// group never disturbs the scans of another.
+inline constexpr std::uint64_t group_full = 1;
+inline constexpr std::uint64_t group_slots = 64;
+
 template <class P>
-struct alignas(64) bitmap_word {
-  typename P::template atomic<std::uint64_t> bits;
+struct alignas(64) group_word {
+  typename P::template atomic<std::uint64_t> mark;
 };
 
 // Waiter entries: one cache line, so a freer reads them all with one miss.
@@ -178,22 +211,14 @@ struct pool_control {
 // Where the shared state is, as bounds the handle validated at open.
 template <class P>
 struct pool_view {
-  bitmap_word<P>* bitmap = nullptr;  // bitmap_words(capacity) entries
-  slot_meta<P>* meta = nullptr;      // capacity entries
+  group_word<P>* groups = nullptr;  // group_count(capacity) entries
+  slot_meta<P>* meta = nullptr;     // capacity entries
   pool_control<P>* control = nullptr;
   std::uint64_t capacity = 0;
 };
 
-constexpr std::uint64_t bitmap_words(std::uint64_t capacity) noexcept { return (capacity + 63) / 64; }
-
-// Bits of the last bitmap word that lie beyond capacity (always "taken").
-constexpr std::uint64_t tail_mask(std::uint64_t capacity) noexcept {
-#if defined(SHMPOOL_MUTANT_BITMAP_TAIL_OFF_BY_ONE)
-  const std::uint64_t rem = (capacity + 1) % 64;
-#else
-  const std::uint64_t rem = capacity % 64;
-#endif
-  return rem == 0 ? 0 : ~std::uint64_t{0} << rem;
+constexpr std::uint64_t group_count(std::uint64_t capacity) noexcept {
+  return (capacity + group_slots - 1) / group_slots;
 }
 
 enum class claim_outcome { claimed, full, in_flux };
@@ -208,21 +233,40 @@ struct waiter_ctx {
 template <class P, class O = pool_orders>
 class slot_protocol {
  public:
-  explicit slot_protocol(pool_view<P> v) noexcept
-      : v_(v), words_(bitmap_words(v.capacity)), tail_(tail_mask(v.capacity)) {}
+  explicit slot_protocol(pool_view<P> v) noexcept : v_(v), groups_(group_count(v.capacity)) {}
 
   std::uint64_t capacity() const noexcept { return v_.capacity; }
-  std::uint64_t words() const noexcept { return words_; }
+  std::uint64_t groups() const noexcept { return groups_; }
 
   // ---- alloc ---------------------------------------------------------------
-  // Claims one slot.  timeout_ns < 0 waits forever, 0 never waits.
+  // Claims one slot.  timeout_ns < 0 waits forever, 0 never waits.  `start`
+  // is the caller's hint: the slot to try first (the one it used last).
   std::optional<std::uint64_t> alloc(std::int64_t timeout_ns, std::uint64_t start) {
+    const std::uint64_t slot = alloc_index(timeout_ns, start, P::self_identity());
+    return slot == no_slot ? std::nullopt : std::optional<std::uint64_t>(slot);
+  }
+  // The same, returning no_slot instead of an empty optional: the hot path
+  // builds no optional in memory (GCC 12 assembles one on the stack and
+  // reads it back whole, a store-forwarding stall that cost more than both
+  // CASes together).
+  // `me` is P::self_identity(), read once by the caller.
+  std::uint64_t alloc_index(std::int64_t timeout_ns, std::uint64_t start, std::uint64_t me) {
+    // The fast path: the hint slot itself, one load and one CAS.
+    if (start < v_.capacity && P::load(v_.meta[start].word, mo::relaxed) == 0 &&
+        try_claim(start, me, /*publish=*/true)) [[likely]]
+      return start;
+    return alloc_scan(timeout_ns, start);
+  }
+  static constexpr std::uint64_t no_slot = ~std::uint64_t{0};
+
+  // Out of line, so the fast path above needs few registers and no frame.
+  [[gnu::noinline]] std::uint64_t alloc_scan(std::int64_t timeout_ns, std::uint64_t start) {
     std::uint64_t slot = 0;
     if (claim_one(start, mo::acquire, slot) == claim_outcome::claimed) return slot;
-    if (timeout_ns == 0) return std::nullopt;
+    if (timeout_ns == 0) return no_slot;
     const bool ok =
         wait_until_claimed(timeout_ns, [&](mo scan, waiter_ctx&) { return claim_one(start, scan, slot); });
-    return ok ? std::optional<std::uint64_t>(slot) : std::nullopt;
+    return ok ? slot : no_slot;
   }
 
   // Claims n slots or none.  n must be 1..capacity (the handle checks).
@@ -238,8 +282,10 @@ class slot_protocol {
   }
 
   // ---- free ----------------------------------------------------------------
+  // The seed's free: frees the slot whoever holds it.  Names no owner, so it
+  // needs no identity.
   bool free(std::uint64_t slot) {
-    if (!release(slot, /*only_allocated=*/true)) return false;
+    if (!release(slot)) return false;
     wake_waiters();
     return true;
   }
@@ -255,13 +301,17 @@ class slot_protocol {
     std::uint64_t cur = P::load(v_.meta[s].word, mo::acquire);
     if (cur != held) return false;
     if (generation != 0 && P::load(v_.meta[s].allocs, mo::acquire) != generation) return false;
-    if (!P::cas(v_.meta[s].word, cur, make_slot_word(slot_state::releasing, owner), O::checked_mark)) return false;
+    const std::uint64_t deciding = make_slot_word(slot_state::releasing, owner);
+    if (!P::cas(v_.meta[s].word, cur, deciding, O::checked_mark)) return false;
     if (generation != 0 && P::load(v_.meta[s].allocs, mo::relaxed) != generation) {
       P::store(v_.meta[s].word, held, mo::relaxed);  // another allocation of ours: untouched
       return false;
     }
     P::crash_point(crash_site::free_marked);
-    finish_release(s, crash_site::free_bit_cleared);
+    // Only we write RELEASING(me) (I3) -- but reset may take it: then it is not ours to free.
+    std::uint64_t expected = deciding;
+    if (!P::cas(v_.meta[s].word, expected, std::uint64_t{0}, O::release)) return false;  // O3
+    after_free(s);
     wake_waiters();
     return true;
   }
@@ -270,7 +320,7 @@ class slot_protocol {
   std::size_t free_n(std::span<const std::uint64_t> slots) {
     std::size_t freed = 0;
     for (const std::uint64_t s : slots) {
-      if (release(s, true)) ++freed;
+      if (release(s)) ++freed;
       P::crash_point(crash_site::free_n_partial);
     }
 #if !defined(SHMPOOL_MUTANT_FREE_N_NO_WAKE)
@@ -280,52 +330,52 @@ class slot_protocol {
   }
 
   // ---- recovery ------------------------------------------------------------
-  // Frees every slot whose owner is certainly dead, and repairs bits set over
-  // FREE words (I1 broken by a corrupted mapping).  Returns slots freed.
+  // Frees every slot whose owner is certainly dead, and clears the marks of
+  // groups that have a FREE word (G1: stale marks of killed scanners and
+  // freers, or corruption).  Returns slots freed.
   std::size_t recover_stale() {
     const std::uint64_t me = P::self_identity();
     std::size_t freed = 0;
     for (std::uint64_t s = 0; s < v_.capacity; ++s) {
       std::uint64_t cur = P::load(v_.meta[s].word, mo::acquire);
       if (cur == 0 || identity_of(cur) == me || !P::certainly_dead(identity_of(cur))) continue;
-      // Take it over by CAS: a live process cannot be racing on a dead one's word (I3).
-      if (!P::cas(v_.meta[s].word, cur, make_slot_word(slot_state::releasing, me), O::mark)) continue;
-      P::crash_point(crash_site::recover_marked);
-      finish_release(s, crash_site::recover_bit_cleared);
+      // A live process cannot be racing on a dead one's word (I3): one CAS frees it.
+      if (!P::cas(v_.meta[s].word, cur, std::uint64_t{0}, O::release)) continue;  // O3
+      P::crash_point(crash_site::recover_freed);
+      after_free(s);
       ++freed;
     }
-    freed += repair_orphan_bits(me);
+    repair_group_marks();
     if (freed != 0) P::fetch_add(v_.control->recoveries, std::uint64_t{freed}, mo::relaxed);
     clear_dead_waiters();
-    // Wake even when nothing was freed here: a freer killed between its FREE
-    // store and its wake (crash_site::free_done) left sleepers behind a free
+    // Wake even when nothing was freed here: a freer killed between its CAS
+    // and its wake (crash_site::free_done) left sleepers behind a free
     // slot.  Regression: stress.sweep_wakeup_after_killed_freer.
     wake_waiters();
     return freed;
   }
 
   // Frees every slot whatever its owner.  Meant for exclusive access; each
-  // slot goes through RELEASING(me), so a reset killed midway is finished
-  // by recovery.
+  // slot is freed by one CAS, so a reset killed midway leaves whole slots.
   void reset() {
-    const std::uint64_t me = P::self_identity();
+    (void)P::self_identity();  // as every operator action: refuses an unknowable identity
     for (std::uint64_t s = 0; s < v_.capacity; ++s) {
       std::uint64_t cur = P::load(v_.meta[s].word, mo::acquire);
-      while (cur != 0 && !P::cas(v_.meta[s].word, cur, make_slot_word(slot_state::releasing, me), O::mark)) {
+      while (cur != 0 && !P::cas(v_.meta[s].word, cur, std::uint64_t{0}, O::release)) {
       }
       if (cur == 0) continue;
-      P::crash_point(crash_site::reset_marked);
-      finish_release(s, crash_site::free_bit_cleared);
+      P::crash_point(crash_site::reset_freed);
+      after_free(s);
     }
-    repair_orphan_bits(me);
+    repair_group_marks();
     clear_dead_waiters();
     wake_waiters();
   }
 
   // Frees every slot whose word names `pid` of this pid namespace, live or
   // not: an operator's decision (e.g. slots an image held before exec,
-  // which keeps pid and start time; PROTOCOL.md "exec").  Each slot goes
-  // through RELEASING(me) as in recovery.  Returns slots freed.
+  // which keeps pid and start time; PROTOCOL.md "exec").  One CAS per slot,
+  // as in recovery.  Returns slots freed.
   std::size_t release_owner(pid_t pid) {
     const std::uint64_t me = P::self_identity();
     std::size_t freed = 0;
@@ -335,9 +385,9 @@ class slot_protocol {
       if (cur == 0 || platform::identity_pid(owner) != pid ||
           platform::identity_ns_tag(owner) != platform::identity_ns_tag(me))
         continue;
-      if (!P::cas(v_.meta[s].word, cur, make_slot_word(slot_state::releasing, me), O::mark)) continue;
-      P::crash_point(crash_site::recover_marked);
-      finish_release(s, crash_site::recover_bit_cleared);
+      if (!P::cas(v_.meta[s].word, cur, std::uint64_t{0}, O::release)) continue;  // O3
+      P::crash_point(crash_site::recover_freed);
+      after_free(s);
       ++freed;
     }
     if (freed != 0) P::fetch_add(v_.control->recoveries, std::uint64_t{freed}, mo::relaxed);
@@ -365,12 +415,13 @@ class slot_protocol {
     return state_of(P::load(v_.meta[slot].word, mo::acquire)) == slot_state::allocated;
   }
   std::uint64_t word(std::uint64_t slot) const { return P::load(v_.meta[slot].word, mo::acquire); }
+  std::uint64_t group_mark(std::uint64_t group) const { return P::load(v_.groups[group].mark, mo::acquire); }
 
-  // I5: allocated-or-in-flight count; exact when quiescent.
+  // I5: non-FREE words (allocated or in flight); exact when quiescent.
+  // O(capacity): one load per slot.
   std::uint64_t used() const {
     std::uint64_t n = 0;
-    for (std::uint64_t w = 0; w < words_; ++w)
-      n += static_cast<std::uint64_t>(std::popcount(P::load(v_.bitmap[w].bits, mo::relaxed) & ~mask_of(w)));
+    for (std::uint64_t s = 0; s < v_.capacity; ++s) n += P::load(v_.meta[s].word, mo::relaxed) != 0;
     return n;
   }
   // The slot's generation: its allocs count (I6).  Stable while held.
@@ -420,63 +471,124 @@ class slot_protocol {
     return c;
   }
 
-  // Every way the slot words and the bitmap can disagree; empty when
+  // Every way the slot words and the group marks can be wrong; empty when
   // healthy.  Exact when no operation is in flight.
   std::vector<std::string> check() const {
     std::vector<std::string> problems;
-    for (std::uint64_t w = 0; w < words_; ++w) {
-      const std::uint64_t bits = P::load(v_.bitmap[w].bits, mo::acquire);
-      if ((bits & mask_of(w)) != 0)
-        problems.push_back("bitmap word " + std::to_string(w) + " has bits set beyond capacity");
+    for (std::uint64_t g = 0; g < groups_; ++g) {
+      const std::uint64_t m = P::load(v_.groups[g].mark, mo::acquire);
+      if (m == 0) continue;
+      if (m != group_full) {
+        problems.push_back("group " + std::to_string(g) + " has a malformed mark");
+        continue;
+      }
+      const std::uint64_t free_slot = first_free_in(g);
+      if (free_slot != no_slot)
+        problems.push_back("group " + std::to_string(g) + " is marked full but slot " + std::to_string(free_slot) +
+                           " is free");
     }
     for (std::uint64_t s = 0; s < v_.capacity; ++s) check_slot(s, problems);
     return problems;
   }
 
  private:
-  std::uint64_t mask_of(std::uint64_t w) const noexcept { return w + 1 == words_ ? tail_ : 0; }
-  bool bit_is_set(std::uint64_t s, mo order) const {
-    return (P::load(v_.bitmap[s / 64].bits, order) >> (s % 64)) & 1u;
+
+  std::uint64_t group_begin(std::uint64_t g) const noexcept { return g * group_slots; }
+  std::uint64_t group_end(std::uint64_t g) const noexcept {
+    const std::uint64_t e = (g + 1) * group_slots;
+#if defined(SHMPOOL_MUTANT_GROUP_END_UNCLAMPED)
+    return e;  // defect: the last, partial group runs past capacity
+#else
+    return e < v_.capacity ? e : v_.capacity;
+#endif
   }
-
-  // The next word to scan after w, without a divide.
-  std::uint64_t next_word(std::uint64_t w) const noexcept { return w + 1 == words_ ? 0 : w + 1; }
-
-  // The free bit to try first in a word: the lowest at or above `from`
-  // (processes start at different bits, so they do not all race for one
-  // slot), else the lowest.
-  static unsigned pick_bit(std::uint64_t taken, unsigned from) noexcept {
-    const std::uint64_t free_bits = ~taken;
-    const std::uint64_t above = from == 0 ? free_bits : free_bits & (~std::uint64_t{0} << from);
-    return static_cast<unsigned>(std::countr_zero(above != 0 ? above : free_bits));
+  std::uint64_t first_free_in(std::uint64_t g) const {
+    for (std::uint64_t s = group_begin(g); s < group_end(g); ++s)
+      if (P::load(v_.meta[s].word, mo::acquire) == 0) return s;
+    return no_slot;
   }
+  bool marked_full(std::uint64_t g, mo order) const { return P::load(v_.groups[g].mark, order) == group_full; }
 
-  // Claims the first FREE slot found from the hint `start` (a slot index):
+  // Claims the first FREE slot found from the hint `start` (a slot index),
+  // skipping groups marked full; marks a group it found full (G).
   // FREE -CAS-> CLAIMING(me) -> ALLOCATED(me).
   claim_outcome claim_one(std::uint64_t start, mo scan, std::uint64_t& slot) {
     const std::uint64_t me = P::self_identity();
     bool in_flux = false;
-    std::uint64_t w = (start / 64) < words_ ? start / 64 : 0;
-    unsigned from = static_cast<unsigned>(start % 64);
-    for (std::uint64_t k = 0; k < words_; ++k, w = next_word(w), from = 0) {
-      std::uint64_t taken = P::load(v_.bitmap[w].bits, scan) | mask_of(w);
-      while (taken != ~std::uint64_t{0}) {
-        const unsigned b = pick_bit(taken, from);
-        taken |= std::uint64_t{1} << b;
-        if (try_claim(w * 64 + b, me, in_flux, /*publish=*/true)) {
-          slot = w * 64 + b;
+    if (start >= v_.capacity) start = 0;
+    // Segments: the rest of the start group, every other group, then the
+    // start group's head.  A group is marked only when the whole of it was
+    // seen (both segments of the start group) with nothing FREE or in flux.
+    std::uint64_t s = start;
+    std::uint64_t left = v_.capacity;
+    bool start_rest_clean = false;  // the first segment saw nothing FREE or in flux
+    while (left != 0) {
+      const std::uint64_t g = s / group_slots;
+      std::uint64_t stop = group_end(g);
+      const bool head = s < start && start < stop;  // wrapped round to the start group's head
+      if (head) stop = start;
+      if (!marked_full(g, scan)) {
+        bool flux_here = false;
+        if (claim_in(s, stop, me, scan, flux_here, slot)) return claim_outcome::claimed;
+        if (s == start) start_rest_clean = !flux_here;
+        const bool whole_seen = head ? start_rest_clean : (s == group_begin(g) && stop == group_end(g));
+        // Nothing FREE or in flux in the whole group: mark it.  If the
+        // re-read undoes the mark, a slot was freed meanwhile: look once more.
+        if (whole_seen && !flux_here && mark_group_full(g) &&
+            claim_in(group_begin(g), group_end(g), me, scan, flux_here, slot))
           return claim_outcome::claimed;
-        }
+        in_flux |= flux_here;
       }
+      left -= stop - s;
+      s = stop == v_.capacity ? 0 : stop;
     }
     return in_flux ? claim_outcome::in_flux : claim_outcome::full;
   }
 
-  // Free bits seen by one scan (in-flux slots included).
-  std::uint64_t free_bits_seen(mo scan) const {
+  // Tries every FREE word of slots [s, stop); notes RELEASING ones.
+  bool claim_in(std::uint64_t s, std::uint64_t stop, std::uint64_t me, mo scan, bool& flux, std::uint64_t& slot) {
+    for (std::uint64_t t = s; t < stop; ++t) {
+      const std::uint64_t w = P::load(v_.meta[t].word, scan);
+      if (w == 0) {
+        if (try_claim(t, me, /*publish=*/true)) {
+          slot = t;
+          return true;
+        }
+      } else if (state_of(w) == slot_state::releasing) {
+        flux = true;
+      }
+    }
+    return false;
+  }
+
+  // G: stores the mark, then re-reads the group.  True when the re-read
+  // found a FREE or RELEASING word: the mark is undone and waiters woken
+  // (one may have skipped the group on the transient mark).
+  bool mark_group_full(std::uint64_t g) {
+    P::store(v_.groups[g].mark, group_full, O::group_mark);  // O6
+    P::crash_point(crash_site::group_marked);
+    for (std::uint64_t t = group_begin(g); t < group_end(g); ++t) {
+      const std::uint64_t w = P::load(v_.meta[t].word, O::mark_reread);  // O7
+      if (w == 0 || state_of(w) == slot_state::releasing) {
+        P::store(v_.groups[g].mark, std::uint64_t{0}, O::group_clear);  // O5
+        wake_waiters();
+        return true;
+      }
+    }
+    return false;
+  }
+
+  // FREE words seen by one scan (in-flux slots included), skipping marked
+  // groups; stops counting at `enough`.
+  std::uint64_t free_words_seen(mo scan, std::uint64_t enough) const {
     std::uint64_t n = 0;
-    for (std::uint64_t w = 0; w < words_; ++w)
-      n += static_cast<std::uint64_t>(std::popcount(~(P::load(v_.bitmap[w].bits, scan) | mask_of(w))));
+    for (std::uint64_t g = 0; g < groups_ && n < enough; ++g) {
+      if (marked_full(g, scan)) continue;
+      for (std::uint64_t t = group_begin(g); t < group_end(g) && n < enough; ++t) {
+        const std::uint64_t w = P::load(v_.meta[t].word, scan);
+        n += w == 0 || state_of(w) == slot_state::releasing;
+      }
+    }
     return n;
   }
 
@@ -484,31 +596,42 @@ class slot_protocol {
   // claimed, so a failed batch rolls back slots nobody else can touch (I3)
   // and counts no allocation (I6: allocs rises at publish); a dead
   // batcher's slots are CLAIMING(dead).  W2: a scan that sees fewer than n
-  // free bits claims nothing (so nothing to roll back, nobody to wake).
+  // free words claims nothing (so nothing to roll back, nobody to wake).
+  // A batch marks no group: single claims do.
   claim_outcome claim_batch(std::size_t n, std::uint64_t start, mo scan, std::vector<std::uint64_t>& got,
                             waiter_ctx& self) {
     const std::uint64_t me = P::self_identity();
     bool in_flux = false;
     got.clear();
-    if (free_bits_seen(scan) < n) return claim_outcome::full;
-    std::uint64_t w = (start / 64) < words_ ? start / 64 : 0;
-    for (std::uint64_t k = 0; k < words_ && got.size() < n; ++k, w = next_word(w)) {
-      std::uint64_t taken = P::load(v_.bitmap[w].bits, scan) | mask_of(w);
-      while (taken != ~std::uint64_t{0} && got.size() < n) {
-        const unsigned b = static_cast<unsigned>(std::countr_one(taken));
-        taken |= std::uint64_t{1} << b;
-        if (try_claim(w * 64 + b, me, in_flux, /*publish=*/false)) {
-          got.push_back(w * 64 + b);
-          P::crash_point(crash_site::alloc_n_partial);
-        }
+    if (free_words_seen(scan, n) < n) return claim_outcome::full;
+    if (start >= v_.capacity) start = 0;
+    for (std::uint64_t k = 0; k < v_.capacity && got.size() < n; ++k) {
+      const std::uint64_t t = start + k < v_.capacity ? start + k : start + k - v_.capacity;
+      if ((k == 0 || t % group_slots == 0) && marked_full(t / group_slots, scan)) {
+        k += group_end(t / group_slots) - t - 1;  // the rest of a group marked full
+        continue;
+      }
+      const std::uint64_t w = P::load(v_.meta[t].word, scan);
+      if (w != 0) {
+        in_flux |= state_of(w) == slot_state::releasing;
+        continue;
+      }
+      if (try_claim(t, me, /*publish=*/false)) {
+        got.push_back(t);
+        P::crash_point(crash_site::alloc_n_partial);
       }
     }
     if (got.size() == n) {
       for (const std::uint64_t s : got) publish_claim(s, me);
       return claim_outcome::claimed;
     }
-    for (const std::uint64_t s : got) finish_release(s, crash_site::alloc_n_rollback);
-    // Others may have slept on the bits we held: wake them, not us (W2).
+    for (const std::uint64_t s : got) {
+      std::uint64_t expected = make_slot_word(slot_state::claiming, me);
+      // Only we write CLAIMING(me) (I3), unless a reset took it: then it is not ours.
+      if (P::cas(v_.meta[s].word, expected, std::uint64_t{0}, O::release)) after_free(s);  // O3
+      P::crash_point(crash_site::alloc_n_rollback);
+    }
+    // Others may have slept on the slots we held: wake them, not us (W2).
 #if defined(SHMPOOL_MUTANT_ROLLBACK_WAKES_SELF)
     // Mutant: the rollback's wake counts the caller, whose next wait returns at once.
     if (!got.empty()) (void)wake_waiters();
@@ -523,21 +646,18 @@ class slot_protocol {
     return in_flux ? claim_outcome::in_flux : claim_outcome::full;
   }
 
-  // One slot: FREE -> CLAIMING(me) -> (bit) -> ALLOCATED(me).
-  bool try_claim(std::uint64_t s, std::uint64_t me, bool& in_flux, bool publish) {
+  // One slot: FREE -CAS-> CLAIMING(me) [-> ALLOCATED(me)].
+  bool try_claim(std::uint64_t s, std::uint64_t me, bool publish) {
     std::uint64_t expected = 0;
 #if defined(SHMPOOL_MUTANT_OWNER_AFTER_CLAIM)
     // Defect: claim anonymously and name the owner later (the seed's window).
-    if (!P::cas(v_.meta[s].word, expected, make_slot_word(slot_state::claiming, 0), O::claim)) {
-#else
-    if (!P::cas(v_.meta[s].word, expected, make_slot_word(slot_state::claiming, me), O::claim)) {  // O1
-#endif
-      in_flux |= state_of(expected) == slot_state::releasing;
-      return false;
-    }
+    if (!P::cas(v_.meta[s].word, expected, make_slot_word(slot_state::claiming, 0), O::claim)) return false;
     P::crash_point(crash_site::alloc_claimed);
-    P::fetch_or(v_.bitmap[s / 64].bits, std::uint64_t{1} << (s % 64), mo::relaxed);  // summary only (I1)
-    P::crash_point(crash_site::alloc_bit_set);
+    P::store(v_.meta[s].word, make_slot_word(slot_state::claiming, me), mo::relaxed);
+#else
+    if (!P::cas(v_.meta[s].word, expected, make_slot_word(slot_state::claiming, me), O::claim)) return false;  // O1
+    P::crash_point(crash_site::alloc_claimed);
+#endif
     if (publish) publish_claim(s, me);
     return true;
   }
@@ -551,78 +671,73 @@ class slot_protocol {
     P::crash_point(crash_site::alloc_published);
   }
 
-  // ALLOCATED(x) -CAS-> RELEASING(me), then finish.  False if not allocated.
-  bool release(std::uint64_t s, bool only_allocated) {
-    const std::uint64_t me = P::self_identity();
-    std::uint64_t cur = P::load(v_.meta[s].word, mo::relaxed);
+  // ALLOCATED(x) -CAS-> FREE, then the group check.  False if not allocated.
+  bool release(std::uint64_t s) {
+    auto& word = v_.meta[s].word;
+    std::uint64_t cur = P::load(word, mo::relaxed);
     for (;;) {
-      if (only_allocated && state_of(cur) != slot_state::allocated) return false;
-#if defined(SHMPOOL_MUTANT_OWNER_CLEARED_AFTER_RELEASE)
-      // Defect: release the bit first and clear the owner afterwards.
-      (void)me;
-      P::fetch_and(v_.bitmap[s / 64].bits, ~(std::uint64_t{1} << (s % 64)), O::bit_clear);
-      P::crash_point(crash_site::free_bit_cleared);
-      if (P::cas(v_.meta[s].word, cur, std::uint64_t{0}, O::mark)) return true;
+      if (state_of(cur) != slot_state::allocated) return false;
+#if defined(SHMPOOL_MUTANT_FREE_BY_STORE)
+      // Defect: check, then store: two frees of one allocation both succeed,
+      // and the second frees whatever was claimed in between.
+      P::store(word, std::uint64_t{0}, mo::seq_cst);
+      break;
 #else
-      if (P::cas(v_.meta[s].word, cur, make_slot_word(slot_state::releasing, me), O::mark)) break;  // O3
+      if (P::cas(word, cur, std::uint64_t{0}, O::release)) break;  // O3
 #endif
     }
-    P::crash_point(crash_site::free_marked);
-    finish_release(s, crash_site::free_bit_cleared);
+    P::crash_point(crash_site::free_done);
+    after_free(s);
     return true;
   }
 
-  // RELEASING(me) -> clear bit -> FREE.
-  void finish_release(std::uint64_t s, crash_site after_clear) {
-    P::fetch_and(v_.bitmap[s / 64].bits, ~(std::uint64_t{1} << (s % 64)), O::bit_clear);  // O4 (W1)
-    P::crash_point(after_clear);
-    P::store(v_.meta[s].word, std::uint64_t{0}, O::free_store);  // O5: slot claimable again
-    P::crash_point(crash_site::free_done);
-  }
-
-  // Bits set over FREE words break I1, and bits beyond capacity break the
-  // tail rule (only corruption does either): own the word by CAS, clear the
-  // bit, release it.
-  std::size_t repair_orphan_bits(std::uint64_t me) {
-    std::size_t repaired = 0;
-    // Bits beyond capacity are never set by the protocol: clear them.
-    if (tail_ != 0 && (P::load(v_.bitmap[words_ - 1].bits, mo::relaxed) & tail_) != 0)
-      P::fetch_and(v_.bitmap[words_ - 1].bits, ~tail_, mo::relaxed);
-    for (std::uint64_t w = 0; w < words_; ++w) {
-      std::uint64_t bits = P::load(v_.bitmap[w].bits, mo::acquire) & ~mask_of(w);
-      while (bits != 0) {
-        const unsigned b = static_cast<unsigned>(std::countr_zero(bits));
-        bits &= bits - 1;
-        const std::uint64_t s = w * 64 + b;
-        std::uint64_t expected = 0;
-        if (!P::cas(v_.meta[s].word, expected, make_slot_word(slot_state::releasing, me), O::mark)) continue;
-        // Our view of the bitmap may be stale: the slot may have been freed
-        // legitimately since.  Owning the word now, look again.
-        if (!bit_is_set(s, mo::acquire)) {
-          P::store(v_.meta[s].word, std::uint64_t{0}, O::free_store);
-          continue;
-        }
-        finish_release(s, crash_site::recover_bit_cleared);
-        ++repaired;
-      }
+  // G: after a word of group g became FREE (O3), clear the group's mark if
+  // it is set, before the waiter read that follows (W1).
+  void after_free(std::uint64_t s) {
+#if !defined(SHMPOOL_MUTANT_MARK_NOT_CLEARED)
+    const std::uint64_t g = s / group_slots;
+    if (P::load(v_.groups[g].mark, O::group_check) != 0) {  // O4
+      P::store(v_.groups[g].mark, std::uint64_t{0}, O::group_clear);  // O5
+      P::crash_point(crash_site::free_group_cleared);
     }
-    return repaired;
+#else
+    (void)s;
+#endif
   }
 
-  // W1: the freer clears a bit (O4) and then reads the waiter entries (O6),
+  // G1 repair: clears every mark that is malformed or names a group with a
+  // FREE word (left by a killed scanner or freer, or corruption).
+  void repair_group_marks() {
+    for (std::uint64_t g = 0; g < groups_; ++g) {
+      const std::uint64_t m = P::load(v_.groups[g].mark, mo::acquire);
+      if (m == 0) continue;
+#if !defined(SHMPOOL_MUTANT_STALE_MARK_KEPT)
+      if (m != group_full || first_free_in(g) != no_slot)
+        P::store(v_.groups[g].mark, std::uint64_t{0}, O::group_clear);
+#endif
+    }
+  }
+
+  // W1: the freer's CAS (O3) precedes this read of the waiter entries (O8),
   // all but `skip` (the caller's own, W2).  Returns wake_seq's value before
   // the bump, or nothing if no waiter was seen.
   std::optional<int> wake_waiters(int skip = -1) {
-    bool anyone = false;
-    for (unsigned k = 0; k < waiter_slots && !anyone; ++k)
-      anyone = static_cast<int>(k) != skip && P::load(v_.control->waiter[k], O::waiter_check) != 0;  // O6
-    if (!anyone) return std::nullopt;
-    const int before = P::fetch_add(v_.control->wake_seq, 1, O::wake_bump);  // O9
+    // Every entry, without an early exit: eight loads of one line and their
+    // OR, no branch per entry (the fast path of every free).
+    // (A local pointer: an atomic load may not be moved across, but a
+    // register copy of v_ need not be reloaded after each one.)
+    auto* const waiter = v_.control->waiter;
+    std::uint64_t anyone = 0;
+#pragma GCC unroll 8
+    for (unsigned k = 0; k < waiter_slots; ++k)
+      anyone |= static_cast<int>(k) == skip ? 0 : P::load(waiter[k], O::waiter_check);  // O8
+    if (anyone == 0) return std::nullopt;
+    const int before = P::fetch_add(v_.control->wake_seq, 1, O::wake_bump);  // O12
     P::futex_wake(v_.control->wake_seq, INT_MAX);
     return before;
   }
 
-  // Takes a free waiter entry (O7, I7); -1 when all are taken.
+  // Takes a free waiter entry (O9, I7); -1 when all are taken.
   int register_waiter(std::uint64_t me) {
     for (unsigned k = 0; k < waiter_slots; ++k) {
       std::uint64_t expected = 0;
@@ -639,13 +754,13 @@ class slot_protocol {
     const std::int64_t deadline = timeout_ns < 0 ? -1 : P::now_ns() + timeout_ns;
     P::fetch_add(v_.control->waits, std::uint64_t{1}, mo::relaxed);
     waiter_ctx self;
-    self.entry = register_waiter(P::self_identity());  // O7
+    self.entry = register_waiter(P::self_identity());  // O9
     P::crash_point(crash_site::wait_registered);
     std::int64_t poll_ns = 50'000;  // in-flux poll, doubling to 10 ms
     bool claimed = false;
     for (;;) {
-      self.seq = P::load(v_.control->wake_seq, O::wake_read);  // O10
-      const claim_outcome got = attempt(O::waiter_scan, self);  // O8
+      self.seq = P::load(v_.control->wake_seq, O::wake_read);  // O13
+      const claim_outcome got = attempt(O::waiter_scan, self);  // O10
       if (got == claim_outcome::claimed) {
         claimed = true;
         break;
@@ -669,16 +784,13 @@ class slot_protocol {
 
   void check_slot(std::uint64_t s, std::vector<std::string>& problems) const {
     const std::uint64_t w = P::load(v_.meta[s].word, mo::acquire);
-    const bool bit = bit_is_set(s, mo::acquire);
     const std::string at = "slot " + std::to_string(s) + ": ";
     const auto pid = std::to_string(platform::identity_pid(identity_of(w)));
     switch (state_of(w)) {
       case slot_state::free:
         if (w != 0) problems.push_back(at + "malformed slot word (free state with an owner)");
-        else if (bit) problems.push_back(at + "bitmap bit set but the slot is free");
         break;
       case slot_state::allocated:
-        if (!bit) problems.push_back(at + "allocated by pid " + pid + " but its bitmap bit is clear");
         if (platform::identity_pid(identity_of(w)) == 0) problems.push_back(at + "allocated with no owner");
         break;
       case slot_state::claiming:
@@ -691,8 +803,7 @@ class slot_protocol {
   }
 
   pool_view<P> v_;
-  std::uint64_t words_;
-  std::uint64_t tail_;
+  std::uint64_t groups_;
 };
 
 }  // namespace shmpool::detail

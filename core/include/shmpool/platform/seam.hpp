@@ -34,19 +34,21 @@ enum class mo : std::uint8_t { relaxed, acquire, release, acq_rel, seq_cst };
 // Every numbered place where the sweep may kill a process.  Numbers are
 // stable: reports and replay commands refer to them.
 enum class crash_site : std::uint16_t {
-  alloc_claimed = 1,        // slot word is CLAIMING(me), bit not yet set
-  alloc_bit_set = 2,        // bit set, slot word still CLAIMING(me)
+  alloc_claimed = 1,        // slot word is CLAIMING(me), allocation not yet counted
+  // 2 (bit set) retired with the bitmap (format 3).
   alloc_published = 3,      // slot word ALLOCATED(me)
-  free_marked = 10,         // slot word RELEASING(me), bit still set
-  free_bit_cleared = 11,    // bit clear, slot word still RELEASING(me)
-  free_done = 12,           // slot word 0, waiters not yet woken
+  free_marked = 10,         // checked free: slot word RELEASING(me), not yet FREE
+  // 11 (bit cleared) retired with the bitmap (format 3).
+  free_done = 12,           // slot word FREE; its group mark not yet checked, waiters not yet woken
+  free_group_cleared = 13,  // a freer cleared its group's mark, waiters not yet woken
   alloc_n_partial = 20,     // some of a batch claimed, not all
   alloc_n_rollback = 21,    // rolling a partial batch back
   free_n_partial = 22,      // some of a batch released, wake not yet sent
-  recover_marked = 30,      // recoverer owns a dead slot as RELEASING(me)
-  recover_bit_cleared = 31, // dead slot's bit cleared, word not yet 0
-  reset_marked = 40,        // reset took a slot as RELEASING(me)
+  recover_freed = 30,       // recovery (or release_owner) freed a dead slot; group not yet checked
+  // 31 (recovery's bit cleared) retired with the bitmap (format 3).
+  reset_freed = 40,         // reset freed a slot; group not yet checked
   wait_registered = 50,     // waiter counted itself, not yet asleep
+  group_marked = 51,        // a scanner marked a group full, not yet re-read (G)
   registry_inserted = 60,   // registry: entry written, not yet counted
   registry_decremented = 61,// registry: count dropped, memory not yet freed
   // 62..66 named the root segment of format 1 (temporary, link, sweep, unlink): retired with it.
