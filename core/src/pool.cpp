@@ -36,6 +36,16 @@ namespace {
 
 using protocol = slot_protocol<shm_platform>;
 
+// Whether handles may run the fast path inline (pool.hpp, hot_view): not in
+// a build with a seeded defect, crash points or faults, whose protocol code
+// must be the library's own (tests compiled against the headers do not see
+// those definitions).
+#if defined(SHMPOOL_MUTANT_BUILD) || defined(SHMPOOL_CRASH_POINTS) || defined(SHMPOOL_FAULTS)
+constexpr bool inline_fast_path_allowed = false;
+#else
+constexpr bool inline_fast_path_allowed = true;
+#endif
+
 [[noreturn]] void fail(errc e, const std::string& where, const std::string& why) {
   throw error(make_error_code(e), "shmpool: " + where + ": " + why);
 }
@@ -372,28 +382,11 @@ class pool_core {
   pool_control<shm_platform>& control() const noexcept {
     return *reinterpret_cast<pool_control<shm_platform>*>(base_ + control_offset);
   }
-  // The slot hint of this process: recomputed when the handle is used under
-  // another identity (a fork child), so children spread out too.
-  // Throws identity_unavailable (before any slot is touched) if the
-  // identity cannot be computed.
-  std::uint64_t start_slot(std::uint64_t me) {
-    if (start_owner_.load(std::memory_order_relaxed) != me) {
-      start_slot_.store(start_slot_for(me, layout_.capacity), std::memory_order_relaxed);
-      start_owner_.store(me, std::memory_order_relaxed);
-    }
-    return start_slot_.load(std::memory_order_relaxed);
-  }
-  void remember_slot(slot_index i) noexcept {
-    if (start_slot_.load(std::memory_order_relaxed) != i) start_slot_.store(i, std::memory_order_relaxed);
-  }
-
   std::byte* base_;
   pool_layout layout_;
   protocol proto_;
   int fd_;  // memfd or from_fd's dup; -1 otherwise
   std::optional<std::filesystem::path> path_;
-  std::atomic<std::uint64_t> start_slot_{0};
-  std::atomic<std::uint64_t> start_owner_{0};
   // The eventfd state, one unit: written only under the exclusive lock;
   // notify/consume hold the shared lock while they use the fd, so an fd is
   // never closed under them.  eventfd_ is atomic only for fileno().
@@ -836,6 +829,8 @@ pool_base::pool_base(std::unique_ptr<pool_core> core) noexcept : core_(std::move
   hot_.meta = reinterpret_cast<const std::atomic<std::uint64_t>*>(core_->base_ + core_->layout_.meta_offset);
   hot_.capacity = core_->layout_.capacity;
   hot_.elem_size = core_->layout_.elem_size;
+  hot_.view = pool_core::view_of(core_->base_, core_->layout_);
+  hot_.inline_fast_path = inline_fast_path_allowed;
   variant_ = static_cast<pool_variant>(core_->layout_.variant);
 }
 
@@ -861,16 +856,32 @@ void pool_base::throw_not_allocated(slot_index i) const {
   throw std::logic_error("shmpool: slot " + std::to_string(i) + " is not allocated");
 }
 pool_base::pool_base(pool_base&& other) noexcept
-    : core_(std::move(other.core_)), hot_(std::exchange(other.hot_, hot_view{})), variant_(other.variant_) {}
+    : core_(std::move(other.core_)),
+      hot_(std::exchange(other.hot_, hot_view{})),
+      hint_slot_(other.hint_slot_.load(std::memory_order_relaxed)),
+      hint_owner_(other.hint_owner_.load(std::memory_order_relaxed)),
+      variant_(other.variant_) {}
 pool_base& pool_base::operator=(pool_base&& other) noexcept {
   if (this != &other) {
     // Guards of the old pool share its core, so they stay valid (and free
     // into the old mapping) after this.
     core_ = std::move(other.core_);
     hot_ = std::exchange(other.hot_, hot_view{});
+    hint_slot_.store(other.hint_slot_.load(std::memory_order_relaxed), std::memory_order_relaxed);
+    hint_owner_.store(other.hint_owner_.load(std::memory_order_relaxed), std::memory_order_relaxed);
     variant_ = other.variant_;
   }
   return *this;
+}
+
+// The handle's hint for this process: recomputed when the handle is used
+// under another identity (a fork child), so children spread out too.
+std::uint64_t pool_base::hint_for(std::uint64_t me, std::uint64_t capacity) {
+  if (hint_owner_.load(std::memory_order_relaxed) != me) {
+    hint_slot_.store(start_slot_for(me, capacity), std::memory_order_relaxed);
+    hint_owner_.store(me, std::memory_order_relaxed);
+  }
+  return hint_slot_.load(std::memory_order_relaxed);
 }
 pool_base::~pool_base() = default;
 
@@ -878,18 +889,20 @@ slot_index pool_base::alloc_index_for_ns(std::int64_t timeout_ns) {
   static_assert(protocol::no_slot == no_slot);
   pool_core& c = live();
   const std::uint64_t me = platform::proc_liveness::self();  // throws identity_unavailable first
-  const std::uint64_t start = c.start_slot(me);
+  const std::uint64_t start = hint_for(me, c.layout_.capacity);
   const std::uint64_t got = c.proto_.alloc_index(timeout_ns, start, me);
   if (got != start && got != no_slot) [[unlikely]]
-    c.remember_slot(got);
+    hint_slot_.store(got, std::memory_order_relaxed);  // the slot to try first next time
   return got;
 }
 
-bool pool_base::free(slot_index i) {
+bool pool_base::free_out_of_line(slot_index i) {
   pool_core& c = live();
   c.check_index(i);
   return c.proto_.free(i);
 }
+
+void pool_base::wake_sleepers() const { protocol::wake(live().proto_.view()); }
 
 bool pool_base::free_if_mine(slot_index i) {
   pool_core& c = live();
@@ -903,7 +916,7 @@ std::optional<std::vector<slot_index>> pool_base::alloc_n_for_ns(std::size_t n, 
   if (n > c.layout_.capacity)
     throw std::invalid_argument("shmpool: alloc_n(" + std::to_string(n) + ") exceeds the capacity " +
                                 std::to_string(c.layout_.capacity) + " and could never succeed");
-  return c.proto_.alloc_n(n, timeout_ns, c.start_slot(platform::proc_liveness::self()));
+  return c.proto_.alloc_n(n, timeout_ns, hint_for(platform::proc_liveness::self(), c.layout_.capacity));
 }
 
 std::size_t pool_base::free_n(std::span<const slot_index> slots) {

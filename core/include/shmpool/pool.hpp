@@ -89,7 +89,9 @@
 #include <utility>
 #include <vector>
 
+#include "shmpool/detail/slot_protocol.hpp"
 #include "shmpool/error.hpp"
+#include "shmpool/platform/linux.hpp"
 
 namespace shmpool {
 
@@ -274,7 +276,7 @@ class pool_base {
   /// that of the timed overload).
   /// @throws shmpool::error errc::invalid_handle (moved-from handle) or
   ///         errc::identity_unavailable.
-  std::optional<slot_index> alloc() { return alloc_for_ns(-1); }
+  [[gnu::always_inline]] std::optional<slot_index> alloc() { return alloc_for_ns(-1); }
   /// As alloc(), waiting at most d: d <= 0 tries once and never waits;
   /// +infinity (or >= ~285 years) waits forever.
   /// @return the slot, or std::nullopt if none became free in time (counted
@@ -290,7 +292,7 @@ class pool_base {
   /// @return the slot, or std::nullopt when the pool is full.
   /// @throws shmpool::error errc::invalid_handle or
   ///         errc::identity_unavailable.
-  std::optional<slot_index> try_alloc() { return alloc_for_ns(0); }
+  [[gnu::always_inline]] std::optional<slot_index> try_alloc() { return alloc_for_ns(0); }
   /// The seed's free: frees slot i whoever holds it now (another thread,
   /// another process, a later allocation than the caller's).  A stale index
   /// therefore frees someone else's slot: use free_if_mine or a guard when
@@ -305,7 +307,19 @@ class pool_base {
   ///         was not allocated (nothing changes).
   /// @throws std::out_of_range if i >= capacity().
   /// @throws shmpool::error errc::invalid_handle.
-  bool free(slot_index i);
+  [[gnu::always_inline]] bool free(slot_index i) {
+    // The fast path runs inline (detail::slot_protocol::release_in on the
+    // handle's view); a moved-from handle has capacity 0 and throws here.
+    if (i >= hot_.capacity) [[unlikely]]
+      throw_out_of_range(i);
+    if (!hot_.inline_fast_path) [[unlikely]]
+      return free_out_of_line(i);
+    using proto = detail::slot_protocol<platform::linux_platform>;
+    const auto r = proto::release_in(hot_.view, i);
+    if (r == proto::release_result::released_waiter_seen) [[unlikely]]
+      wake_sleepers();
+    return r != proto::release_result::not_allocated;
+  }
   /// Frees slot i only if this process (this identity: not a fork parent's)
   /// holds it; false otherwise, and nothing changes.  Costs as free().
   /// @throws std::out_of_range if i >= capacity().
@@ -578,11 +592,24 @@ class pool_base {
   // stack and read back whole: a store-forwarding stall on every alloc).
   static constexpr slot_index no_slot = ~slot_index{0};
   slot_index alloc_index_for_ns(std::int64_t timeout_ns);
-  std::optional<slot_index> alloc_for_ns(std::int64_t timeout_ns) {
+  [[gnu::always_inline]] std::optional<slot_index> alloc_for_ns(std::int64_t timeout_ns) {
+    // The fast path runs inline: this handle's hint slot, when the hint is
+    // this process's (slot_protocol::claim_hint).  Everything else (the
+    // first alloc, a fork child's, the scan, the wait) is out of line.
+    if (hot_.inline_fast_path) [[likely]] {
+      const std::uint64_t me = platform::proc_liveness::self();  // throws identity_unavailable
+      if (hint_owner_.load(std::memory_order_relaxed) == me) [[likely]] {
+        const std::uint64_t s = hint_slot_.load(std::memory_order_relaxed);
+        if (detail::slot_protocol<platform::linux_platform>::claim_hint(hot_.view, s, me)) [[likely]]
+          return s;
+      }
+    }
     const slot_index i = alloc_index_for_ns(timeout_ns);
     if (i == no_slot) return std::nullopt;
     return i;
   }
+  bool free_out_of_line(slot_index i);
+  void wake_sleepers() const;  // after a free that saw a waiter entry (W1)
   std::optional<std::vector<slot_index>> alloc_n_for_ns(std::size_t n, std::int64_t timeout_ns);
   std::optional<slot_guard> guard_of(std::optional<slot_index> i);
   pool_core& live() const;  // the core, or shmpool::error(errc::invalid_handle)
@@ -594,9 +621,21 @@ class pool_base {
     const std::atomic<std::uint64_t>* meta = nullptr;
     std::uint64_t capacity = 0;
     std::uint64_t elem_size = 0;
+    // The fast path's state: the protocol's view of the mapping.
+    // inline_fast_path is false when the library was built with a seeded
+    // defect, crash points or faults, so those builds exercise the
+    // library's own copy of the same protocol code.
+    detail::pool_view<platform::linux_platform> view{};
+    bool inline_fast_path = false;
   };
   std::shared_ptr<pool_core> core_;  // shared with this handle's guards
   hot_view hot_;
+  // The slot this handle tries first, and the identity it was chosen for
+  // (a fork child recomputes it, so children spread over the pool).  Any
+  // value is safe: it is only a place to start looking.
+  std::atomic<std::uint64_t> hint_slot_{0};
+  std::atomic<std::uint64_t> hint_owner_{0};
+  std::uint64_t hint_for(std::uint64_t me, std::uint64_t capacity);
   pool_variant variant_ = pool_variant::raw;  // kept when moved from
 };
 

@@ -236,6 +236,7 @@ class slot_protocol {
   explicit slot_protocol(pool_view<P> v) noexcept : v_(v), groups_(group_count(v.capacity)) {}
 
   std::uint64_t capacity() const noexcept { return v_.capacity; }
+  const pool_view<P>& view() const noexcept { return v_; }
   std::uint64_t groups() const noexcept { return groups_; }
 
   // ---- alloc ---------------------------------------------------------------
@@ -251,11 +252,37 @@ class slot_protocol {
   // CASes together).
   // `me` is P::self_identity(), read once by the caller.
   std::uint64_t alloc_index(std::int64_t timeout_ns, std::uint64_t start, std::uint64_t me) {
-    // The fast path: the hint slot itself, one load and one CAS.
-    if (start < v_.capacity && P::load(v_.meta[start].word, mo::relaxed) == 0 &&
-        try_claim(start, me, /*publish=*/true)) [[likely]]
+    if (claim_hint(v_, start, me)) [[likely]]
       return start;
     return alloc_scan(timeout_ns, start);
+  }
+
+  // ---- the fast path, on a view alone --------------------------------------
+  // Static so that a handle can run it inline (pool.hpp) on the view it
+  // keeps: the same code as the members below, with no call around the
+  // locked instructions (a call's stores before a locked instruction, and
+  // its return after one, cost more than the instruction itself).
+
+  // The hint slot s: one CAS (O1), then the count and publish.
+  [[gnu::always_inline]] static bool claim_hint(const pool_view<P>& v, std::uint64_t s, std::uint64_t me) {
+    // No load before the CAS: the hint is the slot this handle used last,
+    // usually free, and a load right before a locked instruction only
+    // delays it (a failed CAS costs what the load would have saved).
+    return s < v.capacity && try_claim_in(v, s, me, /*publish=*/true);
+  }
+  // free(s) up to its waiter read: ALLOCATED(x) -CAS-> FREE (O3), the group
+  // check (O4/O5), the waiter entries (O8).  The caller wakes (wake()) when
+  // it returns released_waiter_seen.
+  enum class release_result { not_allocated, released, released_waiter_seen };
+  [[gnu::always_inline]] static release_result release_in(const pool_view<P>& v, std::uint64_t s) {
+    if (!release_word(v, s)) return release_result::not_allocated;
+    return waiter_seen(v, -1) ? release_result::released_waiter_seen : release_result::released;
+  }
+  // Bumps wake_seq (O12) and wakes every sleeper; returns the value before the bump.
+  static int wake(const pool_view<P>& v) {
+    const int before = P::fetch_add(v.control->wake_seq, 1, O::wake_bump);  // O12
+    P::futex_wake(v.control->wake_seq, INT_MAX);
+    return before;
   }
   static constexpr std::uint64_t no_slot = ~std::uint64_t{0};
 
@@ -285,9 +312,9 @@ class slot_protocol {
   // The seed's free: frees the slot whoever holds it.  Names no owner, so it
   // needs no identity.
   bool free(std::uint64_t slot) {
-    if (!release(slot)) return false;
-    wake_waiters();
-    return true;
+    const release_result r = release_in(v_, slot);
+    if (r == release_result::released_waiter_seen) wake(v_);
+    return r != release_result::not_allocated;
   }
 
   // Frees slot s only if it is ALLOCATED(owner), owner is this process, and
@@ -647,33 +674,36 @@ class slot_protocol {
   }
 
   // One slot: FREE -CAS-> CLAIMING(me) [-> ALLOCATED(me)].
-  bool try_claim(std::uint64_t s, std::uint64_t me, bool publish) {
+  bool try_claim(std::uint64_t s, std::uint64_t me, bool publish) { return try_claim_in(v_, s, me, publish); }
+  [[gnu::always_inline]] static bool try_claim_in(const pool_view<P>& v, std::uint64_t s, std::uint64_t me, bool publish) {
     std::uint64_t expected = 0;
 #if defined(SHMPOOL_MUTANT_OWNER_AFTER_CLAIM)
     // Defect: claim anonymously and name the owner later (the seed's window).
-    if (!P::cas(v_.meta[s].word, expected, make_slot_word(slot_state::claiming, 0), O::claim)) return false;
+    if (!P::cas(v.meta[s].word, expected, make_slot_word(slot_state::claiming, 0), O::claim)) return false;
     P::crash_point(crash_site::alloc_claimed);
-    P::store(v_.meta[s].word, make_slot_word(slot_state::claiming, me), mo::relaxed);
+    P::store(v.meta[s].word, make_slot_word(slot_state::claiming, me), mo::relaxed);
 #else
-    if (!P::cas(v_.meta[s].word, expected, make_slot_word(slot_state::claiming, me), O::claim)) return false;  // O1
+    if (!P::cas(v.meta[s].word, expected, make_slot_word(slot_state::claiming, me), O::claim)) return false;  // O1
     P::crash_point(crash_site::alloc_claimed);
 #endif
-    if (publish) publish_claim(s, me);
+    if (publish) publish_claim_in(v, s, me);
     return true;
   }
 
   // CLAIMING(me) -> ALLOCATED(me), counting the allocation first (I6).
-  void publish_claim(std::uint64_t s, std::uint64_t me) {
+  void publish_claim(std::uint64_t s, std::uint64_t me) { publish_claim_in(v_, s, me); }
+  [[gnu::always_inline]] static void publish_claim_in(const pool_view<P>& v, std::uint64_t s, std::uint64_t me) {
     // Only the claimant writes allocs (I3), so load+store suffices; release:
     // a stats() that reads the new count then reads a word no older (I6).
-    P::store(v_.meta[s].allocs, P::load(v_.meta[s].allocs, mo::relaxed) + 1, mo::release);
-    P::store(v_.meta[s].word, make_slot_word(slot_state::allocated, me), O::publish);  // O2
+    P::store(v.meta[s].allocs, P::load(v.meta[s].allocs, mo::relaxed) + 1, mo::release);
+    P::store(v.meta[s].word, make_slot_word(slot_state::allocated, me), O::publish);  // O2
     P::crash_point(crash_site::alloc_published);
   }
 
   // ALLOCATED(x) -CAS-> FREE, then the group check.  False if not allocated.
-  bool release(std::uint64_t s) {
-    auto& word = v_.meta[s].word;
+  bool release(std::uint64_t s) { return release_word(v_, s); }
+  [[gnu::always_inline]] static bool release_word(const pool_view<P>& v, std::uint64_t s) {
+    auto& word = v.meta[s].word;
     std::uint64_t cur = P::load(word, mo::relaxed);
     for (;;) {
       if (state_of(cur) != slot_state::allocated) return false;
@@ -687,20 +717,22 @@ class slot_protocol {
 #endif
     }
     P::crash_point(crash_site::free_done);
-    after_free(s);
+    after_free_in(v, s);
     return true;
   }
 
   // G: after a word of group g became FREE (O3), clear the group's mark if
   // it is set, before the waiter read that follows (W1).
-  void after_free(std::uint64_t s) {
+  void after_free(std::uint64_t s) { after_free_in(v_, s); }
+  [[gnu::always_inline]] static void after_free_in(const pool_view<P>& v, std::uint64_t s) {
 #if !defined(SHMPOOL_MUTANT_MARK_NOT_CLEARED)
     const std::uint64_t g = s / group_slots;
-    if (P::load(v_.groups[g].mark, O::group_check) != 0) {  // O4
-      P::store(v_.groups[g].mark, std::uint64_t{0}, O::group_clear);  // O5
+    if (P::load(v.groups[g].mark, O::group_check) != 0) {  // O4
+      P::store(v.groups[g].mark, std::uint64_t{0}, O::group_clear);  // O5
       P::crash_point(crash_site::free_group_cleared);
     }
 #else
+    (void)v;
     (void)s;
 #endif
   }
@@ -722,19 +754,20 @@ class slot_protocol {
   // all but `skip` (the caller's own, W2).  Returns wake_seq's value before
   // the bump, or nothing if no waiter was seen.
   std::optional<int> wake_waiters(int skip = -1) {
-    // Every entry, without an early exit: eight loads of one line and their
-    // OR, no branch per entry (the fast path of every free).
+    if (!waiter_seen(v_, skip)) return std::nullopt;
+    return wake(v_);
+  }
+  // Every entry but `skip`, without an early exit: eight loads of one line
+  // and their OR, no branch per entry (the fast path of every free).
+  [[gnu::always_inline]] static bool waiter_seen(const pool_view<P>& v, int skip) {
     // (A local pointer: an atomic load may not be moved across, but a
-    // register copy of v_ need not be reloaded after each one.)
-    auto* const waiter = v_.control->waiter;
+    // register copy of the view need not be reloaded after each one.)
+    auto* const waiter = v.control->waiter;
     std::uint64_t anyone = 0;
 #pragma GCC unroll 8
     for (unsigned k = 0; k < waiter_slots; ++k)
       anyone |= static_cast<int>(k) == skip ? 0 : P::load(waiter[k], O::waiter_check);  // O8
-    if (anyone == 0) return std::nullopt;
-    const int before = P::fetch_add(v_.control->wake_seq, 1, O::wake_bump);  // O12
-    P::futex_wake(v_.control->wake_seq, INT_MAX);
-    return before;
+    return anyone != 0;
   }
 
   // Takes a free waiter entry (O9, I7); -1 when all are taken.
