@@ -593,6 +593,40 @@ TEST(Pool, Misuse_UnknownFormatVersionIsRejected) {
   EXPECT_EQ(error_code_of([&] { shmpool::pool::open(d.file("a"), 10, 8); }), shmpool::errc::unsupported_format);
 }
 
+// free() is one CAS: of two frees racing on one allocation exactly one
+// succeeds (a check-then-store free lets both succeed, and the second may
+// free an allocation claimed in between: SHMPOOL_MUTANT_FREE_BY_STORE).
+// The main thread varies its start so the two frees overlap in some rounds.
+TEST(Pool, TwoRacingFreesOfOneAllocationFreeItOnce) {
+  auto p = shmpool::i64_pool::anonymous(1);
+  constexpr int rounds = 100000;
+  std::atomic<int> round{0}, done{0}, wins{0};
+  std::atomic<std::uint64_t> slot{0};
+  std::thread racer([&] {
+    for (int r = 1; r <= rounds; ++r) {
+      while (round.load(std::memory_order_acquire) < r) {
+      }
+      if (p.free(slot.load(std::memory_order_relaxed))) wins.fetch_add(1);
+      done.store(r, std::memory_order_release);
+    }
+  });
+  int doubles = 0;
+  for (int r = 1; r <= rounds; ++r) {
+    const auto s = p.try_alloc();
+    ASSERT_TRUE(s.has_value()) << "round " << r << ": the slot was not freed by the round before";
+    slot.store(*s, std::memory_order_relaxed);
+    round.store(r, std::memory_order_release);
+    for (int k = 0; k < (r * 7) % 97; ++k) asm volatile("");  // vary the overlap
+    const bool mine = p.free(*s);
+    while (done.load(std::memory_order_acquire) < r) {
+    }
+    if (wins.exchange(0) + (mine ? 1 : 0) != 1) ++doubles;
+  }
+  racer.join();
+  EXPECT_EQ(doubles, 0) << "rounds where both frees succeeded (or neither)";
+  EXPECT_TRUE(p.check().empty());
+}
+
 TEST(Pool, CheckReportsStaleAndMalformedGroupMarks) {
   auto p = shmpool::pool::memfd("corrupt", 70, 8);
   EXPECT_TRUE(p.check().empty());
