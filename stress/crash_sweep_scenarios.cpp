@@ -58,7 +58,18 @@ void leave_slots_to_a_dead_process(sweep_pool& sp, std::size_t count, std::uint6
 void prepare_sweep_pool(sweep_pool& sp, sweep_op op) {
   switch (op) {
     case sweep_op::alloc_wait: parent_takes(sp, sweep_capacity); break;
-    case sweep_op::alloc_n_rollback: parent_takes(sp, sweep_capacity - 3); break;
+    // Five words look free to the batch's count (W2), but one is
+    // RELEASING(dead): the batch claims four, fails on it and rolls back, so
+    // the sweep reaches the rollback's crash points.  (With fewer free words
+    // than asked, a batch claims nothing and there is no rollback to kill.)
+    case sweep_op::alloc_n_rollback: {
+      parent_takes(sp, sweep_capacity - 5);
+      std::uint64_t* dead = map_shared<std::uint64_t>();
+      leave_slots_to_a_dead_process(sp, 0, dead);
+      sp.view.forge_word(free_slot_for_planting(sp), make_slot_word(slot_state::releasing, *dead));
+      ::munmap(dead, sizeof *dead);
+      break;
+    }
     // The child takes the last slot and marks every group full: its free
     // then clears a mark (G), and a kill between its CAS and that clear
     // leaves a stale mark for recovery to repair.
@@ -95,7 +106,8 @@ bool run_in_child(sweep_pool& sp, sweep_op op, const child_setup& c) {
       const auto v = p.alloc_n(5);
       return v && v->size() == 5;
     }
-    case sweep_op::alloc_n_rollback: return !p.alloc_n(5, std::chrono::milliseconds(0));
+    // A concurrent recovery may free the RELEASING(dead) word first: then the batch fits.
+    case sweep_op::alloc_n_rollback: return !p.alloc_n(5, std::chrono::milliseconds(0)) || c.recovery_races;
     case sweep_op::free: return c.mine.size() == 1 && p.free(c.mine[0]);
     case sweep_op::free_n: return c.mine.size() == 4 && p.free_n(c.mine) == 4;
     // 3 dead ALLOCATED, one CLAIMING, one RELEASING (the stale mark is cleared, not counted).

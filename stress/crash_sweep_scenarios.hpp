@@ -39,8 +39,9 @@ struct sweep_pool {
   std::set<shmpool::slot_index> planted;
 };
 
-// Fills `sp` for `op`: the parent takes 5 slots (all but 3 for
-// alloc_n_rollback, all but 1 for free, all for alloc_wait); recover_stale
+// Fills `sp` for `op`: the parent takes 5 slots (all but 5 for
+// alloc_n_rollback, one of which is then RELEASING(dead), all but 1 for
+// free, all for alloc_wait); recover_stale
 // and reset also get dead owners in every state (ALLOCATED, CLAIMING,
 // RELEASING) and a stale group mark.
 void prepare_sweep_pool(sweep_pool& sp, sweep_op op);
