@@ -599,31 +599,37 @@ TEST(Pool, Misuse_UnknownFormatVersionIsRejected) {
 // The main thread varies its start so the two frees overlap in some rounds.
 TEST(Pool, TwoRacingFreesOfOneAllocationFreeItOnce) {
   auto p = shmpool::i64_pool::anonymous(1);
-  constexpr int rounds = 100000;
+  // At most 100,000 rounds or 3 s: on a loaded machine the two threads
+  // may rarely run at once (the spins yield), and the test must not time out.
+  constexpr int max_rounds = 100000;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
   std::atomic<int> round{0}, done{0}, wins{0};
   std::atomic<std::uint64_t> slot{0};
   std::thread racer([&] {
-    for (int r = 1; r <= rounds; ++r) {
-      while (round.load(std::memory_order_acquire) < r) {
-      }
+    for (int r = 1;; ++r) {
+      int seen = 0;
+      for (int spins = 0; (seen = round.load(std::memory_order_acquire)) >= 0 && seen < r; ++spins)
+        if (spins > 4096) std::this_thread::yield();  // spin first (the race needs both running), then let others run
+      if (seen < 0) return;  // the main thread is done
       if (p.free(slot.load(std::memory_order_relaxed))) wins.fetch_add(1);
       done.store(r, std::memory_order_release);
     }
   });
-  int doubles = 0;
-  for (int r = 1; r <= rounds; ++r) {
+  int doubles = 0, rounds = 0;
+  for (int r = 1; r <= max_rounds && std::chrono::steady_clock::now() < deadline; ++r, ++rounds) {
     const auto s = p.try_alloc();
     ASSERT_TRUE(s.has_value()) << "round " << r << ": the slot was not freed by the round before";
     slot.store(*s, std::memory_order_relaxed);
     round.store(r, std::memory_order_release);
     for (int k = 0; k < (r * 7) % 97; ++k) asm volatile("");  // vary the overlap
     const bool mine = p.free(*s);
-    while (done.load(std::memory_order_acquire) < r) {
-    }
+    for (int spins = 0; done.load(std::memory_order_acquire) < r; ++spins)
+      if (spins > 4096) std::this_thread::yield();
     if (wins.exchange(0) + (mine ? 1 : 0) != 1) ++doubles;
   }
+  round.store(-1, std::memory_order_release);
   racer.join();
-  EXPECT_EQ(doubles, 0) << "rounds where both frees succeeded (or neither)";
+  EXPECT_EQ(doubles, 0) << "rounds where both frees succeeded (or neither), of " << rounds;
   EXPECT_TRUE(p.check().empty());
 }
 
