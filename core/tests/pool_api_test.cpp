@@ -148,9 +148,11 @@ TEST(PoolApi, AllocNRollbackNoLongerWakesItsOwnCaller) {
   EXPECT_EQ(p.stats().waiters, 0u);
 }
 
-// Here the batch's scan counts enough free bits, claims one and fails on a
-// slot whose word is CLAIMING(someone) with its bit still clear (a claimer
-// between its CAS and its bit), so it rolls back every time it looks.
+// Here the batch's scan counts enough free words, claims one and fails on a
+// slot whose word is RELEASING(someone) (a recovery between its two CASes:
+// counted as free, since it is about to be, but not claimable), so it rolls
+// back every time it looks.  A rollback that woke its own caller would bump
+// wake_seq once per attempt.
 TEST(PoolApi, AllocNRollingBackAPartialBatchSleepsBetweenAttempts) {
   auto p = shmpool::i64_pool::anonymous(64);
   for (int i = 0; i < 62; ++i) ASSERT_TRUE(p.try_alloc());
@@ -160,8 +162,10 @@ TEST(PoolApi, AllocNRollingBackAPartialBatchSleepsBetweenAttempts) {
     if (!p.is_allocated(s)) forged = s;  // the last free slot
   ASSERT_LT(forged, 64u);
   const std::uint64_t claimer = shmpool::platform::make_identity(1, 4'000'000, 7);
-  peek.slot_word(forged).store(shmpool::detail::make_slot_word(shmpool::detail::slot_state::claiming, claimer));
+  peek.slot_word(forged).store(shmpool::detail::make_slot_word(shmpool::detail::slot_state::releasing, claimer));
+  const std::uint64_t allocs_before = p.stats().allocs;
   const auto [cpu, bumps] = cpu_of_failed_alloc_n(p, 2, 500ms);
+  EXPECT_EQ(p.stats().allocs, allocs_before) << "a rolled-back batch counted an allocation";
   EXPECT_LT(cpu, 0.05 * 0.5) << "a thread blocked in alloc_n burnt CPU (seconds of CPU in a 0.5 s wait)";
   EXPECT_LE(bumps, 1);
   peek.slot_word(forged).store(0);
