@@ -189,20 +189,25 @@ TEST(PoolApi, Misuse_NaNTimeoutIsRejectedInsteadOfWaitingForever) {
             0);
 }
 
+// In a child with an alarm: a wait that is never woken fails the test in
+// seconds instead of hanging the run until ctest's timeout.
 TEST(PoolApi, InfiniteTimeoutWaitsUntilFreedAndMinusInfinityNeverWaits) {
-  auto p = shmpool::i64_pool::anonymous(1);
-  const auto held = p.try_alloc();
-  ASSERT_TRUE(held);
-  const auto inf = std::chrono::duration<double>(std::numeric_limits<double>::infinity());
-  EXPECT_FALSE(p.alloc(-inf).has_value());
-  EXPECT_EQ(p.stats().waits, 0u) << "-inf must not wait";
-  std::optional<shmpool::slot_index> got;
-  std::thread t([&] { got = p.alloc(inf); });
-  while (p.stats().waiters == 0) std::this_thread::sleep_for(1ms);
-  std::this_thread::sleep_for(20ms);
-  p.free(*held);
-  t.join();
-  EXPECT_EQ(got, held);
+  EXPECT_EQ(in_child([] {
+              auto p = shmpool::i64_pool::anonymous(1);
+              const auto held = p.try_alloc();
+              if (!held) return false;
+              const auto inf = std::chrono::duration<double>(std::numeric_limits<double>::infinity());
+              if (p.alloc(-inf).has_value() || p.stats().waits != 0) return false;  // -inf must not wait
+              std::optional<shmpool::slot_index> got;
+              std::thread t([&] { got = p.alloc(inf); });
+              while (p.stats().waiters == 0) std::this_thread::sleep_for(1ms);
+              std::this_thread::sleep_for(20ms);
+              p.free(*held);
+              t.join();
+              return got == held;
+            }, 20),
+            0)
+      << "1: wrong result; 114 (SIGALRM): the infinite wait was not woken by the free";
 }
 
 // ---- item 20: monotonic counters ----------------------------------------------------
