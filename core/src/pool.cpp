@@ -820,14 +820,8 @@ std::unique_ptr<pool_core> pool_base::fd_core(int fd_in, pool_variant v) {
 
 // ---- pool_base -------------------------------------------------------------------
 
-static_assert(sizeof(slot_meta<shm_platform>) == 2 * sizeof(std::uint64_t) &&
-              make_slot_word(slot_state::allocated, 0) >> 62 == 2,
-              "pool_base::data_of_allocated hard-codes the slot meta stride and the ALLOCATED state");
-
 pool_base::pool_base(std::unique_ptr<pool_core> core) noexcept : core_(std::move(core)) {
   hot_.data = core_->base_ + core_->layout_.data_offset;
-  hot_.meta = reinterpret_cast<const std::atomic<std::uint64_t>*>(core_->base_ + core_->layout_.meta_offset);
-  hot_.capacity = core_->layout_.capacity;
   hot_.elem_size = core_->layout_.elem_size;
   hot_.view = pool_core::view_of(core_->base_, core_->layout_);
   hot_.inline_fast_path = inline_fast_path_allowed;
@@ -889,8 +883,11 @@ slot_index pool_base::alloc_index_for_ns(std::int64_t timeout_ns) {
   static_assert(protocol::no_slot == no_slot);
   pool_core& c = live();
   const std::uint64_t me = platform::proc_liveness::self();  // throws identity_unavailable first
+  // The inline path (pool.hpp) already tried this handle's hint when it was
+  // chosen for `me`: go straight to the scan rather than repeat that CAS.
+  const bool hint_tried = hot_.inline_fast_path && hint_owner_.load(std::memory_order_relaxed) == me;
   const std::uint64_t start = hint_for(me, c.layout_.capacity);
-  const std::uint64_t got = c.proto_.alloc_index(timeout_ns, start, me);
+  const std::uint64_t got = hint_tried ? c.proto_.alloc_scan(timeout_ns, start) : c.proto_.alloc_index(timeout_ns, start, me);
   if (got != start && got != no_slot) [[unlikely]]
     hint_slot_.store(got, std::memory_order_relaxed);  // the slot to try first next time
   return got;

@@ -310,7 +310,7 @@ class pool_base {
   [[gnu::always_inline]] bool free(slot_index i) {
     // The fast path runs inline (detail::slot_protocol::release_in on the
     // handle's view); a moved-from handle has capacity 0 and throws here.
-    if (i >= hot_.capacity) [[unlikely]]
+    if (i >= hot_.view.capacity) [[unlikely]]
       throw_out_of_range(i);
     if (!hot_.inline_fast_path) [[unlikely]]
       return free_out_of_line(i);
@@ -567,11 +567,12 @@ class pool_base {
   // The data of slot i, which must be allocated.  Inline: every get/set and
   // typed atomic goes through it.  Reads only bounds kept in the handle.
   std::byte* data_of_allocated(slot_index i) const {
-    if (i >= hot_.capacity) [[unlikely]]
+    if (i >= hot_.view.capacity) [[unlikely]]
       throw_out_of_range(i);
-    // Slot word i is the first of the two 64-bit words of slot meta i; state
-    // ALLOCATED is 2 in bits 63..62 (slot_protocol.hpp, checked in pool.cpp).
-    if ((hot_.meta[2 * i].load(std::memory_order_acquire) >> 62) != 2) [[unlikely]]
+    // Acquire: the data read after it is no older than the claim that made
+    // the word ALLOCATED (pairs with the publish, O2).
+    const std::uint64_t w = hot_.view.meta[i].word.load(std::memory_order_acquire);
+    if (detail::state_of(w) != detail::slot_state::allocated) [[unlikely]]
       throw_not_allocated(i);
     return hot_.data + i * hot_.elem_size;
   }
@@ -618,10 +619,9 @@ class pool_base {
 
   struct hot_view {
     std::byte* data = nullptr;
-    const std::atomic<std::uint64_t>* meta = nullptr;
-    std::uint64_t capacity = 0;
     std::uint64_t elem_size = 0;
-    // The fast path's state: the protocol's view of the mapping.
+    // The fast path's state: the protocol's view of the mapping (slot words
+    // and capacity).  A moved-from handle has capacity 0.
     // inline_fast_path is false when the library was built with a seeded
     // defect, crash points or faults, so those builds exercise the
     // library's own copy of the same protocol code.
