@@ -2,6 +2,7 @@
 #include "fault_scenarios.hpp"
 
 #include <dirent.h>
+#include <dlfcn.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -10,6 +11,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <stdexcept>
 
 #include "shmpool/platform/liveness.hpp"
@@ -132,6 +134,119 @@ void srb_exercise() {
   require(!stable_reference_buffer::is_known(old) || old == nullptr, "a released block is still known");
 }
 
+// The fault plugin (stress/CMakeLists.txt: srb_plugin.cpp over its own copy
+// of the core, compiled with SHMPOOL_FAULTS), bound by name.
+struct fault_plugin {
+  void* lib = nullptr;
+  void (*arm)(std::uint64_t, int, int, int) = nullptr;
+  void (*counts)(std::int64_t[3]) = nullptr;
+  std::size_t (*logged)(int*, std::size_t) = nullptr;
+  int (*adopt)(const void*) = nullptr;
+  int (*copy)(const void*) = nullptr;
+  void* (*create)(std::size_t, unsigned char) = nullptr;
+  void* (*hand_out)(const void*) = nullptr;
+  int (*release)(const void*) = nullptr;
+  long (*use_count)(const void*) = nullptr;
+  int (*open_scope)() = nullptr;
+  int (*close_scope)() = nullptr;
+  int (*drop_all)() = nullptr;
+  const char* (*last_error)() = nullptr;
+  int (*last_error_type)() = nullptr;
+
+  fault_plugin() {
+    lib = ::dlopen(SHMPOOL_FAULT_PLUGIN, RTLD_NOW | RTLD_LOCAL);
+    if (lib == nullptr) throw std::runtime_error(std::string("fault sweep: dlopen of the fault plugin: ") + ::dlerror());
+    bind(arm, "srb_plugin_arm_fault");
+    bind(counts, "srb_plugin_fault_counts");
+    bind(logged, "srb_plugin_logged_calls");
+    bind(adopt, "srb_plugin_adopt");
+    bind(copy, "srb_plugin_copy");
+    bind(create, "srb_plugin_create");
+    bind(hand_out, "srb_plugin_hand_out");
+    bind(release, "srb_plugin_release");
+    bind(use_count, "srb_plugin_use_count");
+    bind(open_scope, "srb_plugin_open_scope");
+    bind(close_scope, "srb_plugin_close_scope");
+    bind(drop_all, "srb_plugin_drop_all");
+    bind(last_error, "srb_plugin_last_error");
+    bind(last_error_type, "srb_plugin_last_error_type");
+  }
+  template <class F>
+  void bind(F& f, const char* name) {
+    f = reinterpret_cast<F>(::dlsym(lib, name));
+    if (f == nullptr) throw std::runtime_error(std::string("fault sweep: the fault plugin lacks ") + name);
+  }
+  // The plugin copy's counts, for the report (before it is unloaded).
+  void snapshot() const {
+    std::int64_t c[3];
+    counts(c);
+    g_foreign.set = true;
+    g_foreign.calls = static_cast<std::uint64_t>(c[0]);
+    g_foreign.injected = c[1] != 0;
+    g_foreign.injected_kind = static_cast<int>(c[2]);
+    g_foreign.kinds.resize(4096);
+    g_foreign.kinds.resize(logged(g_foreign.kinds.data(), g_foreign.kinds.size()));
+  }
+  // The plugin's last failure as the ending it would have been in-process.
+  foreign_ending failure(const char* step) const {
+    const int type = last_error_type();
+    const ending how = type == 2   ? ending::registry_error
+                       : type == 3 ? ending::shmpool_error
+                       : type == 4 ? ending::bad_alloc
+                                   : ending::other_exception;
+    return {how, std::string(last_error()) + " (in the plugin, at " + step + ")"};
+  }
+};
+
+// A buffer shared with a plugin whose copy of the core has its own fault
+// plan: each step of the plugin may fail; the first failure ends the plugin's
+// part.  Whatever happened, once the plugin is unloaded the host's buffer
+// must count exactly the host's references and hold its bytes, and a
+// reference the plugin handed out must still work.
+void srb_plugin_exercise() {
+  stable_reference_buffer host(64);  // the host's copy publishes the registry
+  std::memset(host.get(), 7, 64);
+  std::optional<foreign_ending> failed;
+  stable_reference_buffer* handed = nullptr;
+  {
+    fault_plugin plugin;
+    plugin.arm(g_exec.nth, g_exec.error, g_exec.kind, g_exec.sticky ? 1 : 0);
+    const auto step = [&](const char* what, bool ok) {
+      if (!ok && !failed) failed = plugin.failure(what);
+      return !failed;
+    };
+    if (step("adopt", plugin.adopt(host.get()) == 0)) require(host.use_count() == 2, "the plugin's adopt did not count");
+    if (!failed && step("copy", plugin.copy(host.get()) == 0))
+      require(host.use_count() == 3, "the plugin's copy did not count");
+    void* mine = nullptr;
+    if (!failed) step("create", (mine = plugin.create(32, 9)) != nullptr);
+    if (!failed) step("hand_out", (handed = static_cast<stable_reference_buffer*>(plugin.hand_out(mine))) != nullptr);
+    if (!failed) step("open_scope", plugin.open_scope() == 0);
+    if (!failed) step("release", plugin.release(host.get()) == 0);
+    if (!failed) step("close_scope", plugin.close_scope() == 0);
+    if (!failed) {
+      const long n = plugin.use_count(host.get());  // -1: it failed
+      if (step("use_count", n != -1)) require(n == 2, "the plugin's copy counts " + std::to_string(n) + ", not 2");
+    }
+    if (!failed) step("drop_all", plugin.drop_all() == 0);
+    plugin.snapshot();
+    ::dlclose(plugin.lib);
+  }
+  require(host.use_count() == 1, "after the plugin was unloaded the host's buffer counts " +
+                                     std::to_string(host.use_count()) + " references, not 1");
+  for (std::size_t i = 0; i < 64; ++i)
+    require(static_cast<const unsigned char*>(host.get())[i] == 7, "the host's buffer was overwritten");
+  if (handed != nullptr) {
+    require(handed->use_count() == 1, "a reference the plugin handed out counts " +
+                                          std::to_string(handed->use_count()) + " after the plugin was unloaded");
+    require(static_cast<const unsigned char*>(handed->get())[31] == 9, "the handed-out block lost its bytes");
+    const void* block = handed->get();
+    delete handed;
+    require(!stable_reference_buffer::is_known(block), "the handed-out block outlived its last reference");
+  }
+  if (failed) throw *failed;
+}
+
 std::vector<scenario> make_scenarios() {
   std::vector<scenario> s;
   s.push_back({"create", "open() of a new file pool", setup::none, false, [](world& w, const auto& arm) {
@@ -235,12 +350,17 @@ std::vector<scenario> make_scenarios() {
                  stable_reference_buffer b(64);  // the image before exec used the registry
                  exec_self_into("srb");
                }});
+  s.push_back({"srb_plugin",
+               "stable_reference_buffer shared with a dlopen'd plugin until dlclose: the plugin's own copy of the "
+               "core fails",
+               setup::none, false, [](world&, const auto&) { srb_plugin_exercise(); }});
   return s;
 }
 
 }  // namespace
 
 exec_request g_exec;
+foreign_counts g_foreign;
 
 void exec_self_into(const char* scenario_name) {
   const std::string nth = std::to_string(g_exec.nth), kind = std::to_string(g_exec.kind),

@@ -81,4 +81,24 @@ struct exec_request {
 extern exec_request g_exec;
 [[noreturn]] void exec_self_into(const char* scenario_name);
 
+// A scenario whose faults fall in another copy of the core (a dlopen'd
+// plugin's, with its own fault plan) reports that copy's counts instead of
+// this one's: filled by the scenario before it unloads the copy.
+struct foreign_counts {
+  bool set = false;
+  std::uint64_t calls = 0;
+  bool injected = false;
+  int injected_kind = -1;
+  std::vector<int> kinds;
+};
+extern foreign_counts g_foreign;
+
+// How a scenario ended when the failure happened across a plain-C plugin
+// boundary, where the exception itself cannot travel: reported as if it
+// had been thrown here.
+struct foreign_ending {
+  ending how;
+  std::string message;
+};
+
 }  // namespace stress::faults

@@ -106,12 +106,18 @@ struct plan {
 
 void write_report(int fd, ending how, const std::string& message) {
   std::ostringstream out;
-  out << "how " << static_cast<int>(how) << "\npid " << ::getpid() << "\ninjected_kind " << sys::first_injected_kind()
-      << "\ninjected " << (sys::faults_injected() != 0 ? 1 : 0) << "\ncalls "
-      << sys::calls_counted() << "\nkinds";
-  std::vector<call> kinds(sys::call_log_capacity);
-  kinds.resize(sys::logged_calls(kinds.data(), kinds.size()));
-  for (const call k : kinds) out << ' ' << static_cast<int>(k);
+  if (g_foreign.set) {  // the faults fell in a plugin's copy of the core
+    out << "how " << static_cast<int>(how) << "\npid " << ::getpid() << "\ninjected_kind " << g_foreign.injected_kind
+        << "\ninjected " << (g_foreign.injected ? 1 : 0) << "\ncalls " << g_foreign.calls << "\nkinds";
+    for (const int k : g_foreign.kinds) out << ' ' << k;
+  } else {
+    out << "how " << static_cast<int>(how) << "\npid " << ::getpid() << "\ninjected_kind "
+        << sys::first_injected_kind() << "\ninjected " << (sys::faults_injected() != 0 ? 1 : 0) << "\ncalls "
+        << sys::calls_counted() << "\nkinds";
+    std::vector<call> kinds(sys::call_log_capacity);
+    kinds.resize(sys::logged_calls(kinds.data(), kinds.size()));
+    for (const call k : kinds) out << ' ' << static_cast<int>(k);
+  }
   out << "\nmessage " << message << "\n";
   const std::string text = out.str();
   const char* p = text.data();
@@ -142,6 +148,8 @@ void write_report(int fd, ending how, const std::string& message) {
     how = ending::bad_alloc, message = e.what();
   } catch (const check_failure& f) {
     how = ending::check_failed, message = f.what;
+  } catch (const foreign_ending& f) {
+    how = f.how, message = f.message;
   } catch (const std::exception& e) {
     how = ending::other_exception, message = std::string(typeid(e).name()) + ": " + e.what();
   } catch (...) {

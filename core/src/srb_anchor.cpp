@@ -77,28 +77,41 @@ enum class readable { yes, no, unknown };
 
 // Copies n bytes from addr if they are readable, without touching them
 // directly: process_vm_readv on ourselves fails with EFAULT where nothing is
-// readable.  Where that call is not allowed (some seccomp profiles), write(2)
-// into a pipe does the same.  Both go through syscall(2) (sys.hpp): the
-// sanitizers intercept the libc wrappers and would report the probe itself.
-// `unknown` when neither probe could run: the caller must not guess.
+// readable, and so does write(2) from there into a pipe.  "Not readable" is
+// believed only from the pipe: a seccomp filter may answer process_vm_readv
+// with any errno, EFAULT included, and one probe that wrongly says
+// "nothing here" at a published anchor makes a second registry in the
+// process (the fault sweep's srb_plugin scenario found it).  The pipe costs
+// four calls per empty candidate, on a copy's first use only.  Both probes
+// go through syscall(2) (sys.hpp): the sanitizers intercept the libc
+// wrappers and would report the probe itself.  `unknown` when the pipe
+// cannot be made: the caller must not guess.
 readable copy_if_readable(std::uint64_t addr, void* out, std::size_t n) noexcept {
   // NOLINTNEXTLINE(performance-no-int-to-ptr): a candidate or a registry address; the kernel checks it
   void* const src = reinterpret_cast<void*>(addr);
   iovec local{out, n};
   iovec remote{src, n};
   const long got = sys::process_vm_readv(::getpid(), &local, 1UL, &remote, 1UL);
-  if (got >= 0) return got == static_cast<long>(n) ? readable::yes : readable::no;
-  if (errno == EFAULT) return readable::no;
+  if (got == static_cast<long>(n)) return readable::yes;
+  const bool said_unmapped = got >= 0 || errno == EFAULT;
   int fds[2];
-  if (sys::pipe2(fds, O_CLOEXEC) != 0) return readable::unknown;
+  if (sys::pipe2(fds, O_CLOEXEC) != 0) {
+    // No descriptor left: believe process_vm_readv.  A copy that goes on to
+    // publish needs a memfd, which fails for the same reason, so even a
+    // wrong "unmapped" makes no second registry; it names memfd_create.
+    if (said_unmapped && (errno == EMFILE || errno == ENFILE)) return readable::no;
+    return readable::unknown;
+  }
   readable result = readable::unknown;
   const long wrote = sys::raw_write(fds[1], src, n);
   if (wrote == static_cast<long>(n) && sys::read(fds[0], out, n) == static_cast<ssize_t>(n))
     result = readable::yes;
-  else if (wrote < 0 && errno == EFAULT)
+  else if ((wrote < 0 && errno == EFAULT) || (wrote >= 0 && wrote < static_cast<long>(n)))
     result = readable::no;
+  const int err = errno;
   sys::close(fds[0]);
   sys::close(fds[1]);
+  errno = err;  // an unknown result's cause, for the caller's message
   return result;
 }
 
@@ -109,7 +122,8 @@ srb_process_registry* checked_registry(std::uintptr_t at, const srb_anchor_recor
     refuse(at, "names a registry address out of range");
   srb_registry_id id{};
   const readable r = copy_if_readable(rec.registry, &id, sizeof id);
-  if (r == readable::unknown) refuse(at, "names a registry that cannot be probed (process_vm_readv and pipe2 failed)");
+  if (r == readable::unknown)
+    refuse(at, std::string("names a registry that cannot be probed (") + sys::errno_name(errno) + ")");
   if (r == readable::no) refuse(at, "names a registry address that is not mapped");
   if (id.magic != srb_registry_magic || id.self != rec.registry || id.nonce != rec.nonce)
     refuse(at, "names an address that does not hold its registry");
@@ -123,7 +137,7 @@ srb_process_registry* checked_registry(std::uintptr_t at, const srb_anchor_recor
 srb_process_registry* registry_at(std::uintptr_t at) {
   srb_anchor_record rec{};
   const readable r = copy_if_readable(at, &rec, sizeof rec);
-  if (r == readable::unknown) refuse(at, "cannot be probed (process_vm_readv and pipe2 failed)");
+  if (r == readable::unknown) refuse(at, std::string("cannot be probed (") + sys::errno_name(errno) + ")");
   if (r == readable::no || rec.magic != srb_anchor_magic) return nullptr;
   if (rec.format != srb_anchor_format())
     refuse(at, "was made by another version or layout of the core (format " + hex(rec.format) + ", this copy " +

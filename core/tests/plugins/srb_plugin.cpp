@@ -10,6 +10,8 @@
 #include <vector>
 
 #include "shmpool/detail/srb_registry.hpp"
+#include "shmpool/error.hpp"
+#include "shmpool/platform/sys.hpp"
 #include "shmpool/stable_reference_buffer.hpp"
 
 #define SRB_EXPORT extern "C" __attribute__((visibility("default")))
@@ -25,6 +27,9 @@ struct plugin_state {
   std::vector<stable_reference_buffer> held;
   std::vector<stable_reference_buffer::delay_deallocation*> scopes;
   std::string last_error;
+  // The type of the last exception: 0 none, 1 std::invalid_argument,
+  // 2 shmpool::registry_error, 3 shmpool::error, 4 std::bad_alloc, 5 other.
+  int last_error_type = 0;
 };
 
 plugin_state& state() {
@@ -45,9 +50,23 @@ int guarded(F&& f) {
     return f();
   } catch (const std::invalid_argument& e) {
     state().last_error = e.what();
+    state().last_error_type = 1;
     return 1;
+  } catch (const shmpool::registry_error& e) {
+    state().last_error = e.what();
+    state().last_error_type = 2;
+    return 2;
+  } catch (const shmpool::error& e) {
+    state().last_error = e.what();
+    state().last_error_type = 3;
+    return 2;
+  } catch (const std::bad_alloc& e) {
+    state().last_error = e.what();
+    state().last_error_type = 4;
+    return 2;
   } catch (const std::exception& e) {
     state().last_error = e.what();
+    state().last_error_type = 5;
     return 2;
   }
 }
@@ -57,6 +76,7 @@ int guarded(F&& f) {
 SRB_EXPORT const char* srb_plugin_name() { return SRB_PLUGIN_NAME; }
 
 SRB_EXPORT const char* srb_plugin_last_error() { return state().last_error.c_str(); }
+SRB_EXPORT int srb_plugin_last_error_type() { return state().last_error_type; }
 
 // Creates a block of n bytes set to fill and holds one reference to it.
 SRB_EXPORT void* srb_plugin_create(std::size_t n, unsigned char fill) {
@@ -139,6 +159,19 @@ SRB_EXPORT long srb_plugin_sum(const void* p, std::size_t n) {
   return sum;
 }
 
+// Drops every reference and scope this plugin holds (what unloading it
+// does), so that a caller can see the calls it makes before dlclose.
+SRB_EXPORT int srb_plugin_drop_all() {
+  return guarded([] {
+    while (!state().scopes.empty()) {
+      delete state().scopes.back();
+      state().scopes.pop_back();
+    }
+    state().held.clear();
+    return 0;
+  });
+}
+
 SRB_EXPORT int srb_plugin_open_scope() {
   return guarded([] {
     state().scopes.push_back(new stable_reference_buffer::delay_deallocation());
@@ -177,3 +210,27 @@ SRB_EXPORT const void* srb_plugin_registry() {
 }
 
 SRB_EXPORT int srb_plugin_local_registry_build() { return shmpool::detail::srb_local_registry_build() ? 1 : 0; }
+
+#if defined(SHMPOOL_FAULTS)
+// The fault sweep's plugin (stress/, scenario srb_plugin): this copy of the
+// core has its own fault plan, armed and read through these.
+SRB_EXPORT void srb_plugin_arm_fault(std::uint64_t nth, int error, int kind, int sticky) {
+  namespace sys = shmpool::platform::sys;
+  sys::arm_fault({nth, error, nth != 0, static_cast<sys::call>(kind), sticky != 0});
+}
+// calls counted, failures injected, the kind of the first one (-1: none).
+SRB_EXPORT void srb_plugin_fault_counts(std::int64_t out[3]) {
+  namespace sys = shmpool::platform::sys;
+  out[0] = static_cast<std::int64_t>(sys::calls_counted());
+  out[1] = static_cast<std::int64_t>(sys::faults_injected());
+  out[2] = sys::first_injected_kind();
+}
+// The kinds of the calls counted since arming, in order; returns how many.
+SRB_EXPORT std::size_t srb_plugin_logged_calls(int* out, std::size_t max) {
+  namespace sys = shmpool::platform::sys;
+  std::vector<sys::call> kinds(max);
+  const std::size_t n = sys::logged_calls(kinds.data(), max);
+  for (std::size_t i = 0; i < n; ++i) out[i] = static_cast<int>(kinds[i]);
+  return n;
+}
+#endif
