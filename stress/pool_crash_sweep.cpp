@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -166,6 +167,8 @@ int main(int argc, char** argv) {
   using namespace stress;
   std::string json = std::string(SHMPOOL_STRESS_REPORT_DIR) + "/crash-sweep.json";
   bool wakeup = false, init_only = false;
+  if (argc == 3 && std::strcmp(argv[1], "--registry-exec-stage") == 0)
+    registry_exec_stage(std::strtoull(argv[2], nullptr, 10));
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--json") == 0 && i + 1 < argc) json = argv[++i];
     else if (std::strcmp(argv[i], "--wakeup") == 0) wakeup = true;
@@ -198,11 +201,12 @@ int main(int argc, char** argv) {
     runs += f.points + f.concurrent_runs + f.recovery_kills;
   }
   const registry_sweep_figures reg = run_registry_sweep();
-  std::printf("[sweep] %-16s %3llu crash points creating a registry, %llu in a fork child, %llu runs\n", "registry",
-              static_cast<unsigned long long>(reg.attach_points), static_cast<unsigned long long>(reg.fork_points),
+  std::printf("[sweep] %-16s %3llu crash points creating a registry, %llu in a fork child, %llu after exec, %llu runs\n",
+              "registry", static_cast<unsigned long long>(reg.attach_points),
+              static_cast<unsigned long long>(reg.fork_points), static_cast<unsigned long long>(reg.exec_points),
               static_cast<unsigned long long>(reg.runs));
-  points += reg.attach_points + reg.fork_points;
-  kills += reg.attach_points + reg.fork_points;
+  points += reg.attach_points + reg.fork_points + reg.exec_points;
+  kills += reg.attach_points + reg.fork_points + reg.exec_points;
   runs += reg.runs;
   const init_sweep_figures init = run_init_sweep();
   points += init.points;
@@ -216,6 +220,7 @@ int main(int argc, char** argv) {
       .raw("registry", json_object()
                            .num("attach_points", reg.attach_points)
                            .num("fork_points", reg.fork_points)
+                           .num("exec_points", reg.exec_points)
                            .num("runs", reg.runs)
                            .num("failures", reg.failures)
                            .text())

@@ -202,6 +202,10 @@ class registry_sweeper {
       if (!run_fork(n)) break;
       ++f_.fork_points;
     }
+    for (std::uint64_t n = 1; n <= max_points; ++n) {
+      if (!run_exec(n)) break;
+      ++f_.exec_points;
+    }
     report("bystander exit", by.finish());
     bystander_ = nullptr;
     return f_;
@@ -265,6 +269,39 @@ class registry_sweeper {
     return child_died;
   }
 
+  // A process whose registry holds blocks (one parked in an open delay
+  // scope) re-executes itself; the new image, armed at n, makes its own
+  // registry and uses it.  The old image's registry and anchor vanish with
+  // its address space, and its destructors never run: nothing of it may be
+  // trusted or left behind (same pid, same start time: the same identity).
+  bool run_exec(std::uint64_t n) {
+    ++f_.runs;
+    const std::string where = describe("registry after exec", n);
+    std::fflush(nullptr);
+    const pid_t victim = ::fork();
+    if (victim == 0) {
+      stable_reference_buffer held(40);
+      std::memset(held.get(), 'x', 40);
+      stable_reference_buffer copy = held;
+      auto* scope = new stable_reference_buffer::delay_deallocation;  // never closed: exec ends the image
+      stable_reference_buffer parked(8);
+      parked.reset();
+      (void)scope;
+      const std::string nth = std::to_string(n);
+      ::execl("/proc/self/exe", "pool_crash_sweep", "--registry-exec-stage", nth.c_str(), static_cast<char*>(nullptr));
+      std::_Exit(3);  // exec failed
+    }
+    int code = 0;
+    const bool died = died_at_crash_point(victim, code);
+    const std::uint64_t id = identity_of_process(victim);
+    if (!died && code == 3) fail(where, "exec of /proc/self/exe failed");
+    else if (!died && code != 0) fail(where, "the re-executed process completed with a wrong result");  // S2
+    report(where, check_left_by_victim(id));
+    report(where, bystander_->check());
+    reap(victim);
+    return died;
+  }
+
   [[noreturn]] static void fork_parent(std::uint64_t n, int verdict) {
     problems out;
     stable_reference_buffer mine(16), shared(16);
@@ -324,5 +361,10 @@ class registry_sweeper {
 }  // namespace
 
 registry_sweep_figures run_registry_sweep() { return registry_sweeper().run(); }
+
+void registry_exec_stage(std::uint64_t n) {
+  shmpool::platform::arm_crash_point(n);
+  exit_normally(use_the_registry());
+}
 
 }  // namespace stress

@@ -2,7 +2,8 @@
 // stable_reference_buffer is killed at each registry crash point in turn
 // (crash sites 60, 61, 67, 68, 69 in platform/seam.hpp), first as a process
 // that creates its registry (publishes its anchor page), then as a fork
-// child that inherits one.
+// child that inherits one, then as a process that re-executed itself while
+// its old image held blocks (the new image makes its own registry).
 //
 // The registry and its anchor page are process-private memory and die with
 // their process; nothing is written outside it.  What a crash could damage
@@ -25,11 +26,16 @@ namespace stress {
 struct registry_sweep_figures {
   std::uint64_t attach_points = 0;  // crash points of a process creating its registry
   std::uint64_t fork_points = 0;    // crash points of a fork child inheriting one
+  std::uint64_t exec_points = 0;    // crash points of a re-executed image making its own
   std::uint64_t runs = 0;
   std::uint64_t failures = 0;
 };
 
 // Runs the whole registry sweep; failures are printed as "[sweep] FAIL ...".
 registry_sweep_figures run_registry_sweep();
+// The re-executed image of the exec phase (pool_crash_sweep
+// --registry-exec-stage N): arms crash point n, uses a fresh registry,
+// exits 0 if every result was right.
+[[noreturn]] void registry_exec_stage(std::uint64_t n);
 
 }  // namespace stress
