@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -99,18 +100,26 @@ std::vector<std::string> entries_of(const std::string& dir) {
   return names;
 }
 
-// Files stable_reference_buffer keeps in /dev/shm under the child's pid.
-std::string registry_files_of(pid_t pid) {
-  std::string left;
+// Registry-named files in /dev/shm ("shmpool-srb-<identity>", format 1's
+// root segments: the core makes none now, so any the child makes is a leak).
+std::vector<std::string> registry_files() {
+  std::vector<std::string> names;
   DIR* d = ::opendir("/dev/shm");
-  if (d == nullptr) return left;
-  while (const dirent* e = ::readdir(d)) {
-    const char* name = e->d_name;
-    if (std::strncmp(name, "shmpool-srb-", 12) != 0 || std::strlen(name) < 28) continue;
-    const std::uint64_t id = std::strtoull(std::string(name + 12, 16).c_str(), nullptr, 16);
+  if (d == nullptr) return names;
+  while (const dirent* e = ::readdir(d))
+    if (std::strncmp(e->d_name, "shmpool-srb-", 12) == 0 && std::strlen(e->d_name) >= 28) names.emplace_back(e->d_name);
+  ::closedir(d);
+  return names;
+}
+
+// Those that appeared during the run and carry the child's pid.
+std::string registry_files_of(pid_t pid, const std::vector<std::string>& before) {
+  std::string left;
+  for (const std::string& name : registry_files()) {
+    if (std::find(before.begin(), before.end(), name) != before.end()) continue;
+    const std::uint64_t id = std::strtoull(name.substr(12, 16).c_str(), nullptr, 16);
     if (shmpool::platform::identity_pid(id) == pid) left += std::string(left.empty() ? "" : ", ") + name;
   }
-  ::closedir(d);
   return left;
 }
 
@@ -400,6 +409,7 @@ world prepare(const scenario& s) {
   char dir[] = "/dev/shm/shmpool-faults-XXXXXX";
   if (::mkdtemp(dir) == nullptr) throw std::runtime_error("fault sweep: mkdtemp in /dev/shm failed");
   w.dir = dir;
+  w.registry_files_before = registry_files();
   if (s.needs == setup::none) return w;
   if (s.needs == setup::file_pool) {
     w.pool_path = w.dir + "/pool";
@@ -425,7 +435,7 @@ void tear_down(world& w) {
 }
 
 std::string check_state(const scenario& s, world& w, const outcome& o, pid_t child) {
-  if (const std::string left = registry_files_of(child); !left.empty())
+  if (const std::string left = registry_files_of(child, w.registry_files_before); !left.empty())
     return "the exited process left its registry files behind: " + left;
   std::vector<std::string> names = entries_of(w.dir);
   if (s.needs == setup::none) {

@@ -21,6 +21,9 @@ struct world {
   pid_t bystander = -1;             // a live process that holds `held`
   std::vector<std::uint64_t> held;  // the bystander's slots; slot s holds value_of(s)
   bool dead_owner_slots = false;    // a reaped process died holding two slots
+  // Registry-named files in /dev/shm before the run: another process's (a
+  // killed test's, long ago) may carry a pid the child happens to reuse.
+  std::vector<std::string> registry_files_before;
 };
 inline constexpr std::uint64_t capacity = 8;
 inline constexpr std::int64_t value_of(std::uint64_t slot) { return 7000 + static_cast<std::int64_t>(slot); }

@@ -103,8 +103,17 @@ readable copy_if_readable(std::uint64_t addr, void* out, std::size_t n) noexcept
     return readable::unknown;
   }
   readable result = readable::unknown;
-  const long wrote = sys::raw_write(fds[1], src, n);
-  if (wrote == static_cast<long>(n) && sys::read(fds[0], out, n) == static_cast<ssize_t>(n))
+  long wrote;
+  do {
+    wrote = sys::raw_write(fds[1], src, n);
+  } while (wrote < 0 && errno == EINTR);
+  ssize_t got_back = -1;
+  if (wrote == static_cast<long>(n)) {
+    do {
+      got_back = sys::read(fds[0], out, n);
+    } while (got_back < 0 && errno == EINTR);
+  }
+  if (got_back == static_cast<ssize_t>(n))
     result = readable::yes;
   else if ((wrote < 0 && errno == EFAULT) || (wrote >= 0 && wrote < static_cast<long>(n)))
     result = readable::no;
