@@ -611,6 +611,7 @@ TEST(Pool, TwoRacingFreesOfOneAllocationFreeItOnce) {
       for (int spins = 0; (seen = round.load(std::memory_order_acquire)) >= 0 && seen < r; ++spins)
         if (spins > 4096) std::this_thread::yield();  // spin first (the race needs both running), then let others run
       if (seen < 0) return;  // the main thread is done
+      for (int k = 0; k < (r * 13) % 61; ++k) asm volatile("");
       if (p.free(slot.load(std::memory_order_relaxed))) wins.fetch_add(1);
       done.store(r, std::memory_order_release);
     }
@@ -621,7 +622,11 @@ TEST(Pool, TwoRacingFreesOfOneAllocationFreeItOnce) {
     ASSERT_TRUE(s.has_value()) << "round " << r << ": the slot was not freed by the round before";
     slot.store(*s, std::memory_order_relaxed);
     round.store(r, std::memory_order_release);
-    for (int k = 0; k < (r * 7) % 97; ++k) asm volatile("");  // vary the overlap
+    // Vary the overlap over more than the time the racer takes to see the
+    // round (a cache line's trip between cores, 50-300 ns on a VM): with a
+    // shorter range this thread's free may always come first on some
+    // machines, and the race never happens.
+    for (int k = 0; k < (r * 7) % 1021; ++k) asm volatile("");
     const bool mine = p.free(*s);
     for (int spins = 0; done.load(std::memory_order_acquire) < r; ++spins)
       if (spins > 4096) std::this_thread::yield();
