@@ -106,18 +106,18 @@ struct plan {
 
 void write_report(int fd, ending how, const std::string& message) {
   std::ostringstream out;
-  if (g_foreign.set) {  // the faults fell in a plugin's copy of the core
-    out << "how " << static_cast<int>(how) << "\npid " << ::getpid() << "\ninjected_kind " << g_foreign.injected_kind
-        << "\ninjected " << (g_foreign.injected ? 1 : 0) << "\ncalls " << g_foreign.calls << "\nkinds";
-    for (const int k : g_foreign.kinds) out << ' ' << k;
-  } else {
-    out << "how " << static_cast<int>(how) << "\npid " << ::getpid() << "\ninjected_kind "
-        << sys::first_injected_kind() << "\ninjected " << (sys::faults_injected() != 0 ? 1 : 0) << "\ncalls "
-        << sys::calls_counted() << "\nkinds";
+  foreign_counts c = g_foreign;  // set when the faults fell in a plugin's copy of the core
+  if (!c.set) {
+    c.calls = sys::calls_counted();
+    c.injected = sys::faults_injected() != 0;
+    c.injected_kind = sys::first_injected_kind();
     std::vector<call> kinds(sys::call_log_capacity);
     kinds.resize(sys::logged_calls(kinds.data(), kinds.size()));
-    for (const call k : kinds) out << ' ' << static_cast<int>(k);
+    for (const call k : kinds) c.kinds.push_back(static_cast<int>(k));
   }
+  out << "how " << static_cast<int>(how) << "\npid " << ::getpid() << "\ninjected_kind " << c.injected_kind
+      << "\ninjected " << (c.injected ? 1 : 0) << "\ncalls " << c.calls << "\nkinds";
+  for (const int k : c.kinds) out << ' ' << k;
   out << "\nmessage " << message << "\n";
   const std::string text = out.str();
   const char* p = text.data();

@@ -223,15 +223,23 @@ class registry_sweeper {
       shmpool::platform::arm_crash_point(n);
       exit_normally(use_the_registry());
     }
+    return judge_victim(where, victim);
+  }
+
+  // S1, S2 and S4 for a victim that died at its crash point or ran to its
+  // end; reaps it.  True if it died at the crash point.
+  bool judge_victim(const std::string& where, pid_t victim) {
     int code = 0;
     const bool died = died_at_crash_point(victim, code);
     const std::uint64_t id = identity_of_process(victim);  // a zombie still has one
-    if (!died && code != 0) fail(where, "the process completed with a wrong result");  // S2
+    if (!died && code == exec_failed) fail(where, "exec of /proc/self/exe failed");
+    else if (!died && code != 0) fail(where, "the process completed with a wrong result");  // S2
     report(where, check_left_by_victim(id));
     report(where, bystander_->check());
     reap(victim);
     return died;
   }
+  static constexpr int exec_failed = 3;  // exit status of a victim whose exec failed
 
   // A process with a registry forks a child armed at n, which uses the
   // registry it inherited.  The parent checks its own state (S3).
@@ -289,17 +297,9 @@ class registry_sweeper {
       (void)scope;
       const std::string nth = std::to_string(n);
       ::execl("/proc/self/exe", "pool_crash_sweep", "--registry-exec-stage", nth.c_str(), static_cast<char*>(nullptr));
-      std::_Exit(3);  // exec failed
+      std::_Exit(exec_failed);
     }
-    int code = 0;
-    const bool died = died_at_crash_point(victim, code);
-    const std::uint64_t id = identity_of_process(victim);
-    if (!died && code == 3) fail(where, "exec of /proc/self/exe failed");
-    else if (!died && code != 0) fail(where, "the re-executed process completed with a wrong result");  // S2
-    report(where, check_left_by_victim(id));
-    report(where, bystander_->check());
-    reap(victim);
-    return died;
+    return judge_victim(where, victim);
   }
 
   [[noreturn]] static void fork_parent(std::uint64_t n, int verdict) {

@@ -43,31 +43,29 @@ stable_reference_buffer* find_held(const void* p) {
   return nullptr;
 }
 
+// Records what a call threw; returns the call's result code.
+int failed(const std::exception& e, int type, int code) {
+  state().last_error = e.what();
+  state().last_error_type = type;
+  return code;
+}
+
+// 0 as f returns it; 1 std::invalid_argument; 2 any other exception.
 template <class F>
 int guarded(F&& f) {
   std::lock_guard lock(state().mutex);
   try {
     return f();
   } catch (const std::invalid_argument& e) {
-    state().last_error = e.what();
-    state().last_error_type = 1;
-    return 1;
+    return failed(e, 1, 1);
   } catch (const shmpool::registry_error& e) {
-    state().last_error = e.what();
-    state().last_error_type = 2;
-    return 2;
+    return failed(e, 2, 2);
   } catch (const shmpool::error& e) {
-    state().last_error = e.what();
-    state().last_error_type = 3;
-    return 2;
+    return failed(e, 3, 2);
   } catch (const std::bad_alloc& e) {
-    state().last_error = e.what();
-    state().last_error_type = 4;
-    return 2;
+    return failed(e, 4, 2);
   } catch (const std::exception& e) {
-    state().last_error = e.what();
-    state().last_error_type = 5;
-    return 2;
+    return failed(e, 5, 2);
   }
 }
 
