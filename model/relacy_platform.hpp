@@ -69,6 +69,14 @@ struct relacy_world {
   int crash_budget[max_model_threads] = {};  // 0: never crash; k: die at the k-th crash point
   std::int64_t clock_ns = 0;
   std::uint64_t acting_identity = 0;  // nonzero: identity used outside threads
+  // Threads model processes; process_of[t] lets two threads share one
+  // process (one identity, one set of process gates).  Default: t.
+  unsigned process_of[max_model_threads] = {};
+  // Each process's own memory (platform/linux.hpp process_gates): the
+  // checked-free gate (one bucket suffices for a model's few slots) and the
+  // image's waiter count.
+  rl::atomic<std::uint32_t> checked_free_gate[max_model_threads];
+  rl::atomic<int> image_waiters[max_model_threads];
 };
 
 struct relacy_platform {
@@ -86,6 +94,11 @@ struct relacy_platform {
     for (int& b : w.crash_budget) b = 0;
     w.clock_ns = 0;
     w.acting_identity = 0;
+    for (unsigned t = 0; t < max_model_threads; ++t) {
+      w.process_of[t] = t;
+      w.checked_free_gate[t].store(0, rl::mo_relaxed, $);
+      w.image_waiters[t].store(0, rl::mo_relaxed, $);
+    }
   }
 
   static rl::memory_order to_rl(mo o) noexcept {
@@ -137,8 +150,20 @@ struct relacy_platform {
   }
   static std::uint64_t self_identity() noexcept {
     const std::uint64_t acting = world()->acting_identity;
-    return acting != 0 ? acting : identity_of_thread(rl::thread_index());
+    return acting != 0 ? acting : identity_of_thread(world()->process_of[rl::thread_index()]);
   }
+  // The acting process: a thread's, or (outside threads) the acting identity's.
+  static unsigned self_process() noexcept {
+    const std::uint64_t acting = world()->acting_identity;
+    if (acting == 0) return world()->process_of[rl::thread_index()];
+    for (unsigned i = 0; i < max_model_threads; ++i)
+      if (identity_of_thread(i) == acting) return i;
+    return max_model_threads - 1;
+  }
+  static atomic<std::uint32_t>& checked_free_gate(std::uint64_t) noexcept {
+    return world()->checked_free_gate[self_process()];
+  }
+  static atomic<int>& image_waiters() noexcept { return world()->image_waiters[self_process()]; }
   static bool certainly_dead(std::uint64_t id) {
     for (unsigned i = 0; i < max_model_threads; ++i)
       if (id == identity_of_thread(i)) return world()->dead[i].load(rl::mo_acquire, $) != 0;

@@ -73,7 +73,15 @@ void prepare_sweep_pool(sweep_pool& sp, sweep_op op) {
     // The child takes the last slot and marks every group full: its free
     // then clears a mark (G), and a kill between its CAS and that clear
     // leaves a stale mark for recovery to repair.
-    case sweep_op::free: parent_takes(sp, sweep_capacity - 1); break;
+    case sweep_op::free:
+    case sweep_op::guard_free: parent_takes(sp, sweep_capacity - 1); break;
+    // A full pool but for one slot, which the child takes first (so its
+    // scan starts there and marks group 1, then group 0).
+    case sweep_op::alloc_scan_full:
+      parent_takes(sp, sweep_capacity);
+      if (!sp.pool.free(alloc_scan_full_hint)) throw std::runtime_error("sweep: cannot prepare the pool");
+      sp.parent_slots.erase(alloc_scan_full_hint);
+      break;
     case sweep_op::recover_stale:
     case sweep_op::reset:
       parent_takes(sp, 5);
@@ -88,27 +96,56 @@ child_setup setup_in_child(sweep_pool& sp, sweep_op op) {
   if (op == sweep_op::free) {
     if (auto s = sp.pool.try_alloc()) c.mine.push_back(*s);
     if (sp.pool.try_alloc()) c.mine.clear();  // the pool must be full now: the scan marks every group
+  } else if (op == sweep_op::guard_free) {
+    if (auto g = sp.pool.try_alloc_guard()) {
+      c.mine.push_back(g->index());
+      c.guard = std::move(*g);
+    }
+    if (sp.pool.try_alloc()) c.mine.clear();  // full now: every group marked
+  } else if (op == sweep_op::alloc_scan_full) {
+    // Takes the one free slot: the handle's next scan starts there.  Then
+    // clears the marks this scan may have left, so the armed scan marks
+    // both groups itself (a mark is only a hint: clearing one is safe).
+    if (auto s = sp.pool.try_alloc()) c.mine.push_back(*s);
+    for (std::uint64_t g = 0; g < shmpool::detail::group_count(sweep_capacity); ++g) sp.view.forge_mark(g, 0);
   } else if (op == sweep_op::free_n) {
     if (auto v = sp.pool.alloc_n(4, std::chrono::milliseconds(0))) c.mine = *v;
   }
   return c;
 }
 
-bool run_in_child(sweep_pool& sp, sweep_op op, const child_setup& c) {
+bool run_in_child(sweep_pool& sp, sweep_op op, child_setup& c) {
   auto& p = sp.pool;
   switch (op) {
     case sweep_op::alloc: {
       const auto s = p.alloc();
       return s && p.owner(*s) == ::getpid();
     }
-    case sweep_op::alloc_wait: return !p.alloc(std::chrono::milliseconds(2));
+    case sweep_op::alloc_wait: {
+      const auto s = p.alloc(std::chrono::milliseconds(2));
+      return !s || (c.others_free && p.owner(*s) == ::getpid());
+    }
+    // Scans from its own slot, marks both groups full, waits 20 ms.
+    case sweep_op::alloc_scan_full: {
+      if (c.mine.size() != 1 || c.mine[0] != alloc_scan_full_hint) return false;
+      const auto s = p.alloc(std::chrono::milliseconds(20));
+      return !s || (c.others_free && p.owner(*s) == ::getpid());
+    }
     case sweep_op::alloc_n: {
       const auto v = p.alloc_n(5);
       return v && v->size() == 5;
     }
     // A concurrent recovery may free the RELEASING(dead) word first: then the batch fits.
-    case sweep_op::alloc_n_rollback: return !p.alloc_n(5, std::chrono::milliseconds(0)) || c.recovery_races;
+    case sweep_op::alloc_n_rollback:
+      return !p.alloc_n(5, std::chrono::milliseconds(0)) || c.recovery_races || c.others_free;
     case sweep_op::free: return c.mine.size() == 1 && p.free(c.mine[0]);
+    // The checked free (free_if_held): the guard's destructor.  Afterwards
+    // the word no longer names this process (another may have claimed it).
+    case sweep_op::guard_free: {
+      if (c.mine.size() != 1 || !c.guard) return false;
+      c.guard.reset();
+      return identity_of_word(sp.view.word(c.mine[0])) != my_identity();
+    }
     case sweep_op::free_n: return c.mine.size() == 4 && p.free_n(c.mine) == 4;
     // 3 dead ALLOCATED, one CLAIMING, one RELEASING (the stale mark is cleared, not counted).
     case sweep_op::recover_stale: return p.recover_stale() == 5 || c.recovery_races;

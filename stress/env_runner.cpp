@@ -2,7 +2,8 @@
 //
 // Each case builds one environment — a main thread that called
 // pthread_exit, another time namespace, /proc mounted hidepid=2, the fd limit
-// reached, exec while holding slots and buffers, /dev/shm read-only or full,
+// reached, a time namespace joined by setns after load, exec while holding
+// slots and buffers, exec while threads sleep in alloc(), /dev/shm read-only or full,
 // a registry name pre-created by another uid, a fork while a creator is
 // inside open's initialisation — and checks what the core promises there:
 // a live owner's slot is never freed, a dead one still is, errors are the
@@ -278,26 +279,46 @@ verdict case_pthread_exit_main() {
   return live_owner_survives_recovery(s, owner, 2);
 }
 
+// The children of the calling process will live in a new time namespace
+// whose boot time is a day later (unshare -T --boottime 86400).
+verdict enter_shifted() {
+#if defined(CLONE_NEWTIME)
+  if (::unshare(CLONE_NEWTIME) != 0) return std::string("skip: unshare(CLONE_NEWTIME): ") + std::strerror(errno);
+  const int fd = ::open("/proc/self/timens_offsets", O_WRONLY);
+  if (fd < 0) return std::string("skip: /proc/self/timens_offsets: ") + std::strerror(errno);
+  const char offsets[] = "boottime 86400 0\n";
+  const bool ok = ::write(fd, offsets, sizeof offsets - 1) == static_cast<ssize_t>(sizeof offsets - 1);
+  ::close(fd);
+  if (!ok) return std::string("skip: writing timens_offsets: ") + std::strerror(errno);
+  return "";
+#else
+  return "skip: no CLONE_NEWTIME in these headers";
+#endif
+}
+
+// The calling process itself (single-threaded) moves into that namespace:
+// setns, unlike unshare, applies to the caller.
+verdict join_shifted() {
+  if (verdict v = enter_shifted(); !v.empty()) return v;
+#if defined(CLONE_NEWTIME)
+  const int fd = ::open("/proc/self/ns/time_for_children", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return std::string("skip: /proc/self/ns/time_for_children: ") + std::strerror(errno);
+  const int rc = ::setns(fd, CLONE_NEWTIME);
+  const int err = errno;
+  ::close(fd);
+  if (rc != 0) return std::string("skip: setns(CLONE_NEWTIME): ") + std::strerror(err);
+  return "";
+#else
+  return "skip: no CLONE_NEWTIME in these headers";
+#endif
+}
+
 // The owner lives in a time namespace whose boot time is `offset` seconds
 // later; the recoverer in the initial one (or the other way round).
 verdict time_namespace_case(bool owner_shifted) {
   scratch s;
   int fds[2];
   if (::pipe(fds) != 0) return "pipe failed";
-  const auto enter_shifted = []() -> verdict {
-#if defined(CLONE_NEWTIME)
-    if (::unshare(CLONE_NEWTIME) != 0) return std::string("skip: unshare(CLONE_NEWTIME): ") + std::strerror(errno);
-    const int fd = ::open("/proc/self/timens_offsets", O_WRONLY);
-    if (fd < 0) return std::string("skip: /proc/self/timens_offsets: ") + std::strerror(errno);
-    const char offsets[] = "boottime 86400 0\n";
-    const bool ok = ::write(fd, offsets, sizeof offsets - 1) == static_cast<ssize_t>(sizeof offsets - 1);
-    ::close(fd);
-    if (!ok) return std::string("skip: writing timens_offsets: ") + std::strerror(errno);
-    return "";
-#else
-    return "skip: no CLONE_NEWTIME in these headers";
-#endif
-  };
   // The namespace applies to children of the unsharing process: the owner
   // (or the recoverer) is a grandchild.
   const pid_t middle = ::fork();
@@ -380,6 +401,32 @@ verdict start_holder(const scratch& s, int count, pid_t& owner) {
   const bool ready = wait_ready(fds[0]);
   ::close(fds[0]);
   return ready ? "" : "the owner could not take its slots";
+}
+
+// A recoverer that has judged once where it started (its boot-time offset
+// is known by then) joins, by setns, a time namespace whose boot time is a
+// day later, and recovers there: with the offset of the namespace it left
+// the live owner would look like a reused pid (issue 20, item 5).
+verdict case_setns_time_namespace() {
+  scratch s;
+  pid_t owner = -1;
+  if (verdict v = start_holder(s, 2, owner); !v.empty()) return v;
+  const verdict during = in_child([&]() -> verdict {
+    i64_pool p = i64_pool::open(s.path, capacity);
+    if (const std::size_t freed = p.recover_stale(); freed != 0)
+      return "before setns, recover_stale freed " + std::to_string(freed) + " slots of a live owner";
+    if (verdict v = join_shifted(); !v.empty()) return v;
+    if (const std::size_t freed = p.recover_stale(); freed != 0)
+      return "after setns into another time namespace, recover_stale freed " + std::to_string(freed) +
+             " slots of a live owner";
+    if (p.used() != 2) return "after setns, " + std::to_string(p.used()) + " slots in use, expected 2";
+    return "";
+  });
+  if (!during.empty()) {
+    kill_and_reap(owner);
+    return during;
+  }
+  return live_owner_survives_recovery(s, owner, 2);
 }
 
 verdict case_hidepid() {
@@ -512,6 +559,91 @@ verdict case_exec_holding() {
     (void)b;
   } catch (const std::exception& e) {
     reply = std::string("a buffer after exec: ") + e.what() + "\n";
+  }
+  write_all(fd, reply.data(), reply.size());
+  ::close(fd);
+  for (;;) ::pause();
+}
+
+// Threads of one process sleep in alloc() on a full pool when the process
+// re-executes itself.  The new image keeps the identity (pid and start
+// time) but not the threads: its recover_stale() must clear the entries
+// the vanished sleepers left, so that stats().waiters reads 0 (issue 20,
+// item 4).
+constexpr int exec_sleepers = 4;
+
+verdict case_exec_with_waiters() {
+  scratch s;
+  pid_t holder = -1;
+  if (verdict v = start_holder(s, static_cast<int>(capacity), holder); !v.empty()) return v;  // the pool is full
+  int fds[2];
+  if (::pipe(fds) != 0) {
+    kill_and_reap(holder);
+    return "pipe failed";
+  }
+  std::fflush(nullptr);
+  const pid_t sleeper = ::fork();
+  if (sleeper == 0) {
+    ::close(fds[0]);
+    ::alarm(60);  // survives the exec: a stage that hangs dies
+    static i64_pool p = i64_pool::open(s.path, capacity);
+    for (int k = 0; k < exec_sleepers; ++k) std::thread([] { (void)p.alloc(); }).detach();
+    for (int i = 0; i < 5000 && p.stats().waiters < exec_sleepers; ++i) ::usleep(1000);
+    if (p.stats().waiters != exec_sleepers) {
+      const std::string v = "only " + std::to_string(p.stats().waiters) + " of " + std::to_string(exec_sleepers) +
+                            " threads registered asleep in alloc()\n";
+      write_all(fds[1], v.data(), v.size());
+      ::_exit(0);
+    }
+    const std::string exe = self_exe(), fd = std::to_string(fds[1]);
+    ::execl(exe.c_str(), exe.c_str(), "--exec-waiters-stage", s.path.c_str(), fd.c_str(), static_cast<char*>(nullptr));
+    ::_exit(4);
+  }
+  ::close(fds[1]);
+  char buf[256];
+  std::string reply;
+  ::fcntl(fds[0], F_SETFL, O_NONBLOCK);
+  for (int i = 0; i < 20000; ++i) {
+    const ssize_t n = ::read(fds[0], buf, sizeof buf);
+    if (n > 0) reply.append(buf, static_cast<std::size_t>(n));
+    if (n == 0 || reply.find('\n') != std::string::npos) break;
+    if (n < 0) ::usleep(1000);
+  }
+  ::close(fds[0]);
+  verdict v;
+  if (reply != "ok\n") v = "after exec: " + (reply.empty() ? std::string("no answer") : reply.substr(0, reply.size() - 1));
+  if (v.empty()) {
+    // Seen from another process too.
+    i64_pool p = i64_pool::open(s.path, capacity);
+    if (p.stats().waiters != 0)
+      v = "after the new image's recovery another process reads stats().waiters = " +
+          std::to_string(p.stats().waiters);
+  }
+  kill_and_reap(sleeper);
+  kill_and_reap(holder);
+  if (v.empty()) {
+    i64_pool p = i64_pool::open(s.path, capacity);
+    if (const std::size_t freed = p.recover_stale(); freed != capacity)
+      v = "after the holder died, recovery freed " + std::to_string(freed) + " of its " + std::to_string(capacity) +
+          " slots";
+  }
+  return v;
+}
+
+// The image after exec: the pool is still full and none of its threads
+// waits; one recovery must leave no waiter entry of this identity.
+[[noreturn]] void exec_waiters_stage(const char* path, int fd) {
+  std::string reply;
+  try {
+    i64_pool p = i64_pool::open(path, capacity);
+    const std::uint64_t before = p.stats().waiters;
+    (void)p.recover_stale();
+    const std::uint64_t after = p.stats().waiters;
+    reply = after == 0 ? "ok\n"
+                       : "stats().waiters reads " + std::to_string(before) + " before and " + std::to_string(after) +
+                             " after recover_stale(), with no thread waiting\n";
+  } catch (const std::exception& e) {
+    reply = std::string("exception: ") + e.what() + "\n";
   }
   write_all(fd, reply.data(), reply.size());
   ::close(fd);
@@ -669,7 +801,11 @@ const env_case cases[] = {
     {"hidepid", "the recoverer sees /proc mounted hidepid=2, as another uid", case_hidepid},
     {"fd_limit_recoverer", "the recoverer is at its fd limit", case_fd_limit_recoverer},
     {"fd_limit_identity", "a process at its fd limit allocates its first slot", case_fd_limit_identity},
+    {"setns_time_namespace", "the recoverer joins another time namespace by setns after its first judgement",
+     case_setns_time_namespace},
     {"exec_holding", "the owner re-executes itself holding a slot and a buffer", case_exec_holding},
+    {"exec_with_waiters", "a process re-executes itself while its threads sleep in alloc() on a full pool",
+     case_exec_with_waiters},
     {"shm_readonly", "/dev/shm is read-only", case_shm_readonly},
     {"shm_full", "/dev/shm is full", case_shm_full},
     {"shm_name_other_uid", "another uid created the registry name of the victim first", case_shm_name_taken_by_other_uid},
@@ -681,6 +817,7 @@ const env_case cases[] = {
 
 int main(int argc, char** argv) {
   if (argc == 3 && std::string(argv[1]) == "--exec-stage") exec_stage(std::atoi(argv[2]));
+  if (argc == 4 && std::string(argv[1]) == "--exec-waiters-stage") exec_waiters_stage(argv[2], std::atoi(argv[3]));
   std::string only, markdown;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];

@@ -19,6 +19,7 @@
 #include "crash_sweep_init.hpp"
 #include "crash_sweep_wakeup.hpp"
 #include "crash_sweep_scenarios.hpp"
+#include "crash_sweep_suspend.hpp"
 #include "registry_sweep.hpp"
 #include "shmpool/platform/linux.hpp"
 
@@ -166,15 +167,24 @@ class sweeper {
 int main(int argc, char** argv) {
   using namespace stress;
   std::string json = std::string(SHMPOOL_STRESS_REPORT_DIR) + "/crash-sweep.json";
-  bool wakeup = false, init_only = false;
+  bool wakeup = false, init_only = false, suspend = false, quick = false, json_given = false;
+  std::string only;
   if (argc == 3 && std::strcmp(argv[1], "--registry-exec-stage") == 0)
     registry_exec_stage(std::strtoull(argv[2], nullptr, 10));
   for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--json") == 0 && i + 1 < argc) json = argv[++i];
+    if (std::strcmp(argv[i], "--json") == 0 && i + 1 < argc) json = argv[++i], json_given = true;
     else if (std::strcmp(argv[i], "--wakeup") == 0) wakeup = true;
+    else if (std::strcmp(argv[i], "--suspend") == 0) suspend = true;
+    else if (std::strcmp(argv[i], "--quick") == 0) quick = true;
+    else if (std::strcmp(argv[i], "--only") == 0 && i + 1 < argc) only = argv[++i];
     else if (std::strcmp(argv[i], "--init") == 0) init_only = true;
   }
   if (wakeup) return run_wakeup_sweep(json);
+  // The suspension sweep (issue 20, verifier a): every point stops the
+  // process instead of killing it; --quick runs a sample, --only OP one operation.
+  if (suspend)
+    return run_suspension_sweep(json_given ? json : std::string(SHMPOOL_STRESS_REPORT_DIR) + "/suspension-sweep.json",
+                                quick, only);
   if (init_only) {
     const init_sweep_figures init = run_init_sweep();
     std::printf("[sweep] %s: %llu crash points creating or opening a pool, %llu runs, %llu leftovers, %llu failures\n",

@@ -4,8 +4,13 @@
 // exit statuses (one per cause, the same for every subcommand).
 //
 // info, stats, slots, check and list never write: they open the file
-// O_RDONLY|O_NONBLOCK and map it PROT_READ (pool_inspect.hpp).  recover and
-// create write.
+// O_RDONLY|O_NONBLOCK, map it PROT_READ and answer from a validated private
+// copy of it, so a file changed under them is an error (exit 6), never a
+// signal (pool_inspect.hpp).  recover and create write.
+//
+// Names the tool did not choose (file and directory names, process names)
+// may hold any bytes.  --json writes them as valid UTF-8 (json_string) and,
+// when that loses bytes, adds their bytes in hex (json_object::name).
 #include <dirent.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -20,6 +25,7 @@
 #include <cstring>
 #include <ctime>
 #include <fstream>
+#include <iterator>
 #include <functional>
 #include <map>
 #include <set>
@@ -130,34 +136,93 @@ std::string one_file(const args& a, const char* cmd) {
 
 // ---- JSON ------------------------------------------------------------------
 
+// The length of the well-formed UTF-8 sequence (RFC 3629) at s[i], or 0 if
+// none starts there.  *subpart: the bytes of the longest prefix of one
+// (Unicode's "maximal subpart"; 1 for a byte that starts none).
+std::size_t utf8_sequence(std::string_view s, std::size_t i, std::size_t* subpart) {
+  const auto b = [&](std::size_t k) { return static_cast<unsigned char>(s[k]); };
+  const unsigned char c = b(i);
+  *subpart = 1;
+  if (c < 0x80) return 1;
+  std::size_t len = 0;
+  unsigned char lo = 0x80, hi = 0xBF;  // the second byte's range
+  if (c >= 0xC2 && c <= 0xDF) len = 2;
+  else if (c == 0xE0) len = 3, lo = 0xA0;        // no overlong forms
+  else if (c == 0xED) len = 3, hi = 0x9F;        // no surrogates
+  else if (c >= 0xE1 && c <= 0xEF) len = 3;
+  else if (c == 0xF0) len = 4, lo = 0x90;        // no overlong forms
+  else if (c == 0xF4) len = 4, hi = 0x8F;        // nothing above U+10FFFF
+  else if (c >= 0xF1 && c <= 0xF3) len = 4;
+  else return 0;                                 // 80..C1, F5..FF never start one
+  std::size_t k = 1;
+  if (i + k < s.size() && b(i + k) >= lo && b(i + k) <= hi) ++k;
+  while (k > 1 && k < len && i + k < s.size() && b(i + k) >= 0x80 && b(i + k) <= 0xBF) ++k;
+  *subpart = k;
+  return k == len ? len : 0;
+}
+
+bool is_utf8(std::string_view s) {
+  std::size_t skip = 0;
+  for (std::size_t i = 0; i < s.size(); i += skip)
+    if (utf8_sequence(s, i, &skip) == 0) return false;
+  return true;
+}
+
+// S as a JSON string (RFC 8259), whatever its bytes: quotes, backslashes and
+// control characters escaped, and each maximal subpart of an ill-formed
+// UTF-8 sequence replaced by U+FFFD, as Unicode recommends (and as
+// Python's bytes.decode('utf-8', 'replace') does).  Lossless for UTF-8.
 std::string json_string(std::string_view s) {
   std::string out = "\"";
-  for (const char ch : s) {
-    const auto c = static_cast<unsigned char>(ch);
-    if (c == '"' || c == '\\') {
+  std::size_t skip = 0;
+  for (std::size_t i = 0; i < s.size(); i += skip) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    const std::size_t n = utf8_sequence(s, i, &skip);
+    if (n == 0) {
+      out += "\xEF\xBF\xBD";  // U+FFFD
+    } else if (c == '"' || c == '\\') {
       out += '\\';
-      out += ch;
+      out += s[i];
     } else if (c < 0x20) {
       char buf[8];
       std::snprintf(buf, sizeof buf, "\\u%04x", c);
       out += buf;
     } else {
-      out += ch;
+      out.append(s, i, n);
     }
   }
   return out + "\"";
 }
 
+std::string hex_of(std::string_view s) {
+  static const char digits[] = "0123456789abcdef";
+  std::string out;
+  for (const char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    out += digits[c >> 4];
+    out += digits[c & 15];
+  }
+  return out;
+}
+
 // Members are added in order; values are raw JSON text.
 struct json_object {
   std::string text = "{";
-  json_object& raw(const char* name, const std::string& value) {
+  json_object& raw(std::string_view name, const std::string& value) {
     if (text.size() > 1) text += ", ";
     text += json_string(name) + ": " + value;
     return *this;
   }
-  json_object& str(const char* name, std::string_view v) { return raw(name, json_string(v)); }
-  json_object& num(const char* name, std::uint64_t v) { return raw(name, std::to_string(v)); }
+  json_object& str(std::string_view name, std::string_view v) { return raw(name, json_string(v)); }
+  json_object& num(std::string_view name, std::uint64_t v) { return raw(name, std::to_string(v)); }
+  // A name the tool did not choose: member NAME as a string and, when its
+  // bytes are not UTF-8 (so the string replaced some), member NAME_hex with
+  // every byte in lower-case hex.  Two different names never print alike.
+  json_object& name(std::string_view member, std::string_view v) {
+    str(member, v);
+    if (!is_utf8(v)) str(std::string(member) + "_hex", hex_of(v));
+    return *this;
+  }
   std::string done() const { return text + "}"; }
 };
 
@@ -202,10 +267,22 @@ verdict liveness_of(std::uint64_t identity) { return sp::platform::proc_liveness
 // Unknown and other-namespace owners are "maybe alive": never freed, never vouched for.
 bool is_unknown(verdict v) { return v == verdict::unknown || v == verdict::other_namespace; }
 
+// The process's name, every byte of it (it may hold any byte but NUL, a
+// newline included); the kernel ends the file with one newline.
 std::string comm_of(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/comm");
-  std::string name;
-  if (!in || !std::getline(in, name)) return "";
+  std::ifstream in("/proc/" + std::to_string(pid) + "/comm", std::ios::binary);
+  if (!in) return "";
+  std::string name((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (name.empty() || name.back() != '\n') return "";
+  name.pop_back();
+  return name;
+}
+
+// A name for a text table: control characters become '?', as ls and ps
+// print them, so that a name cannot break a row or drive the terminal.
+std::string printable(std::string name) {
+  for (char& c : name)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
   return name;
 }
 
@@ -235,7 +312,7 @@ int cmd_info(const args& a) {
   const std::uint32_t fmt = f.header().format;
   if (a.has("json")) {
     json_object o;
-    o.str("schema", "shmpool-info/1").str("file", path).str("variant", sp::detail::variant_name(l.variant));
+    o.str("schema", "shmpool-info/1").name("file", path).str("variant", sp::detail::variant_name(l.variant));
     o.num("capacity", l.capacity).num("elem_size", l.elem_size);
     o.raw("max_len", l.variant == variant_code::str ? std::to_string(l.max_len) : "null");
     o.num("format_version", fmt >> 24).num("format_word", fmt).num("mapping_size", l.total_size);
@@ -269,7 +346,7 @@ constexpr stat_field stat_fields[] = {
 void print_stats(const std::string& path, const sp::pool_stats& s, bool json, bool compact_row) {
   if (json) {
     json_object o;
-    o.str("schema", "shmpool-stats/1").str("file", path).str("time", utc_now());
+    o.str("schema", "shmpool-stats/1").name("file", path).str("time", utc_now());
     for (const auto& [name, field] : stat_fields) o.num(name, s.*field);
     std::printf("%s\n", o.done().c_str());
   } else if (compact_row) {
@@ -291,7 +368,7 @@ int cmd_stats(const args& a) {
   const std::uint64_t count = a.has("count") ? to_u64(a.options.at("count"), "--count") : 0;
   if (a.has("count") && count == 0)
     throw usage_error{"--count must be at least 1 (leave it out to watch until interrupted)"};
-  const auto f = tool::pool_file::open_readonly(path);
+  auto f = tool::pool_file::open_readonly(path);
   if (!watch) {
     print_stats(path, f.stats(), json, false);
     return exit_ok;
@@ -301,7 +378,10 @@ int cmd_stats(const args& a) {
     std::printf("\n");
   }
   for (std::uint64_t n = 0; count == 0 || n < count; ++n) {
-    if (n != 0) std::this_thread::sleep_for(std::chrono::duration<double>(every));
+    if (n != 0) {
+      std::this_thread::sleep_for(std::chrono::duration<double>(every));
+      f.refresh();  // the file may have changed since: exit_changed, the rows so far printed
+    }
     print_stats(path, f.stats(), json, true);
   }
   return exit_ok;
@@ -322,11 +402,13 @@ int cmd_slots(const args& a) {
       json_object r;
       r.num("slot", s.index).str("state", state_name(s.state)).num("pid", static_cast<std::uint64_t>(s.pid));
       r.num("identity", s.identity).str("owner", sp::platform::verdict_name(owner));
-      r.raw("command", comm.empty() ? "null" : json_string(comm)).num("allocs", s.allocs);
+      if (comm.empty()) r.raw("command", "null");
+      else r.name("command", comm);
+      r.num("allocs", s.allocs);
       rows.push_back(r.done());
     }
     json_object o;
-    o.str("schema", "shmpool-slots/1").str("file", path).num("capacity", f.layout().capacity);
+    o.str("schema", "shmpool-slots/1").name("file", path).num("capacity", f.layout().capacity);
     o.num("taken", taken.size()).num("dead", dead).num("unknown", unknown).raw("slots", json_array(rows));
     std::printf("%s\n", o.done().c_str());
     return exit_ok;
@@ -337,7 +419,7 @@ int cmd_slots(const args& a) {
   }
   std::printf("%-10s %-10s %-8s %-8s %s\n", "slot", "state", "pid", "owner", "command");
   for (const auto& [s, owner] : taken) {
-    const std::string comm = owner == verdict::alive ? comm_of(s.pid) : "";
+    const std::string comm = owner == verdict::alive ? printable(comm_of(s.pid)) : "";
     std::printf("%-10llu %-10s %-8d %-8s %s\n", static_cast<unsigned long long>(s.index), state_name(s.state),
                 static_cast<int>(s.pid), sp::platform::verdict_name(owner), comm.empty() ? "-" : comm.c_str());
   }
@@ -410,7 +492,7 @@ void print_check_json(const std::string& path, const check_report& r) {
     return json_array(rows);
   };
   json_object o;
-  o.str("schema", "shmpool-check/1").str("file", path).str("verdict", r.verdict_word());
+  o.str("schema", "shmpool-check/1").name("file", path).str("verdict", r.verdict_word());
   o.num("exit", static_cast<std::uint64_t>(r.status()));
   o.raw("problems", json_strings(r.problems)).raw("notes", json_strings(r.notes));
   o.raw("dead_owner_slots", owners(r.dead)).raw("unknown_owner_slots", owners(r.unknown));
@@ -501,7 +583,7 @@ int cmd_list(const args& a) {
     std::vector<std::string> pools, unreadable;
     for (const auto& p : l.pools) {
       json_object o;
-      o.str("name", p.name);
+      o.name("name", p.name);
       if (p.error.empty()) {
         o.str("variant", p.variant).num("capacity", p.capacity).num("used", p.used);
         o.num("dead_owner_slots", p.dead).num("unknown_owner_slots", p.unknown).str("status", "ok");
@@ -510,9 +592,10 @@ int cmd_list(const args& a) {
       }
       pools.push_back(o.done());
     }
-    for (const auto& [name, why] : l.unreadable) unreadable.push_back(json_object().str("name", name).str("error", why).done());
+    for (const auto& [name, why] : l.unreadable)
+      unreadable.push_back(json_object().name("name", name).str("error", why).done());
     json_object o;
-    o.str("schema", "shmpool-list/1").str("dir", dir).raw("pools", json_array(pools)).num("skipped", l.skipped);
+    o.str("schema", "shmpool-list/1").name("dir", dir).raw("pools", json_array(pools)).num("skipped", l.skipped);
     o.raw("unreadable", json_array(unreadable));
     std::printf("%s\n", o.done().c_str());
     return exit_ok;
@@ -522,16 +605,17 @@ int cmd_list(const args& a) {
                 "STATUS");
     for (const auto& p : l.pools) {
       if (!p.error.empty()) {
-        std::printf("%-24s %-7s %10s %10s %6s %8s  damaged: %s\n", p.name.c_str(), "?", "-", "-", "-", "-",
+        std::printf("%-24s %-7s %10s %10s %6s %8s  damaged: %s\n", printable(p.name).c_str(), "?", "-", "-", "-", "-",
                     p.error.c_str());
         continue;
       }
-      std::printf("%-24s %-7s %10llu %10llu %6llu %8llu  ok\n", p.name.c_str(), p.variant.c_str(),
+      std::printf("%-24s %-7s %10llu %10llu %6llu %8llu  ok\n", printable(p.name).c_str(), p.variant.c_str(),
                   static_cast<unsigned long long>(p.capacity), static_cast<unsigned long long>(p.used),
                   static_cast<unsigned long long>(p.dead), static_cast<unsigned long long>(p.unknown));
     }
   }
-  for (const auto& [name, why] : l.unreadable) std::printf("unreadable: %s: %s\n", name.c_str(), why.c_str());
+  for (const auto& [name, why] : l.unreadable)
+    std::printf("unreadable: %s: %s\n", printable(name).c_str(), why.c_str());
   std::printf("%zu pool(s) in %s, %llu other file(s) skipped, %zu unreadable\n", l.pools.size(), dir.c_str(),
               static_cast<unsigned long long>(l.skipped), l.unreadable.size());
   return exit_ok;
@@ -707,6 +791,7 @@ int run_command(const command& cmd, int argc, char** argv) {
     return exit_write_failed;
   } catch (const tool::inspect_error& e) {
     say(e.message);
+    if (e.kind == tool::inspect_error::changed) return exit_changed;
     return e.kind == tool::inspect_error::damaged ? exit_inconsistent : exit_cannot_read;
   } catch (const sp::error& e) {
     say(plain(e.what()));

@@ -33,7 +33,8 @@ const std::vector<command_doc>& commands() {
        "Prints the pool's counters (approximate while operations are in flight).  Read-only.",
        {json_option,
         {"--watch SECONDS", "refresh every SECONDS (fractions allowed) until interrupted; with --json, one JSON "
-                            "object per line (JSON Lines), each with its time"},
+                            "object per line (JSON Lines), each with its time.  If FILE changes under it (truncated, "
+                            "or its header rewritten), it stops with exit status 6; the rows before stand"},
         {"--count N", "with --watch: stop after N refreshes (N >= 1)"}}},
       {"slots", "slots FILE [--json]", "taken slots: owner pid, alive/dead/unknown, command",
        "Lists every taken slot: index, state, owner pid, the liveness verdict on the owner and the owner's command "
@@ -57,7 +58,8 @@ const std::vector<command_doc>& commands() {
        "Lists every shmpool pool file in DIR (default /dev/shm): variant, capacity, slots used, and slots held by "
        "dead owners and by owners of unknown liveness, as ipcs and lsipc do for System V IPC.  Files that are not "
        "pools (other magic, too small, not regular files, symbolic links) are skipped and counted; files that "
-       "cannot be read are named with the reason; a pool whose header is damaged is listed as damaged.  The exit "
+       "cannot be read, or that change while being read, are named with the reason; a pool whose header is damaged "
+       "is listed as damaged.  The exit "
        "status is 0 whenever DIR could be read (use check for a verdict on a pool).  Read-only.",
        {json_option}},
       {"recover", "recover FILE [--owner PID]", "free slots of dead processes (or every slot of PID)",
@@ -81,7 +83,18 @@ const char* const overview =
     "Inspects, checks and repairs shmpool pool files (shared-memory object pools).  info, stats, slots, check and "
     "list open pools read-only (O_RDONLY, O_NONBLOCK: a FIFO or device never blocks them) and never write; "
     "recover and create write.  Errors are one line on stderr.  Options may follow or precede FILE; -- ends "
-    "the options.";
+    "the options.\n\n"
+    "Any user who may write a pool file may truncate, extend or rewrite it while the tool reads it.  So the "
+    "tool never answers from the shared mapping.  It copies the pool's metadata (about 17 bytes per slot) "
+    "into private memory, catching the fault that a page cut off by truncation raises, and uses the copy "
+    "only if the file is still whole after it: at least the pool's size, its header unchanged since it was "
+    "validated, and its change time unmoved during the copy (else it copies again, three times at most).  "
+    "A file that changed under the tool ends the command with exit status 6 and a message naming the file, "
+    "never with a signal or with numbers read from a truncated file.  (A rewrite of slot words that the "
+    "change time misses, being as coarse as the kernel's clock tick, reads like the writes of the pool's "
+    "own users: what the copy shows, the file held.)\n\n"
+    "Names from outside the tool (file names in list, process names in slots) print control characters "
+    "as '?' in text output; --json prints every name exactly (see JSON OUTPUT).";
 
 const std::vector<item> exit_statuses = {
     {"0", "success (check: consistent, every owner alive)"},
@@ -91,6 +104,9 @@ const std::vector<item> exit_statuses = {
     {"3", "check: slots are held by processes that are certainly dead (shmpool recover frees them)"},
     {"4", "check: slots are held by owners whose liveness is unknown (hidepid, another pid namespace)"},
     {"5", "create or recover could not write (FILE exists, no space, read-only file system, ...)"},
+    {"6", "FILE changed while it was being read: truncated, or rewritten in place, under the tool (the message "
+          "names the file and the change); nothing is concluded from it.  Running again reads the file as it "
+          "is then.  stats --watch stops with it; the rows it printed before stand"},
     {"64", "usage error: unknown command or option, missing or invalid argument or parameter (EX_USAGE)"},
 };
 
@@ -107,8 +123,15 @@ const char* const json_text =
     "of strings), dead_owner_slots and unknown_owner_slots (arrays of {slot, state, pid, owner}), and when the "
     "header is valid variant, capacity, used.  list: pools, an array of {name, variant, capacity, used, "
     "dead_owner_slots, unknown_owner_slots, status} (status ok or damaged; a damaged pool has error instead of "
-    "the numbers), skipped (a count) and unreadable, an array of {name, error}.  On exit status 2 or 64 nothing "
-    "is printed on stdout.";
+    "the numbers), skipped (a count) and unreadable, an array of {name, error}.  On exit status 2, 6 or 64 "
+    "nothing is printed on stdout (but the rows of stats --watch before the change).\n\n"
+    "Names: file, dir, list's name and slots' command come from outside the tool and may hold any bytes "
+    "(a process may rename itself; any user may name a file in /dev/shm).  The output is RFC 8259 JSON in "
+    "UTF-8 whatever they hold: control characters are escaped, and each ill-formed part of a name that is "
+    "not UTF-8 is replaced by U+FFFD (as Python's bytes.decode('utf-8', 'replace') does).  Such a name "
+    "also gets a member of the same name with the suffix _hex (file_hex, dir_hex, name_hex, command_hex) "
+    "holding every byte of it in lower-case hex, so that two different names never print alike; the member "
+    "is absent when the name is UTF-8 (then the string is exact).";
 
 // ---- plain text ------------------------------------------------------------
 

@@ -16,6 +16,7 @@ inline constexpr int exit_cannot_read = 2;     // FILE (or DIR) cannot be opened
 inline constexpr int exit_dead_owners = 3;     // check: slots held by processes certainly dead
 inline constexpr int exit_unknown_owners = 4;  // check: slots whose owner's liveness is unknown
 inline constexpr int exit_write_failed = 5;    // create/recover could not write
+inline constexpr int exit_changed = 6;         // FILE changed (truncated, rewritten) while being read
 inline constexpr int exit_usage = 64;          // EX_USAGE: bad command line or parameters
 
 // The help of one subcommand ("usage: ..." first); empty for an unknown name.

@@ -2,15 +2,35 @@
 #include "shmpool/platform/linux.hpp"
 #include "shmpool/platform/sys.hpp"
 
+#include <pthread.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 
 namespace shmpool::platform {
+
+constinit process_gates g_process_gates{};
+static_assert(sizeof(process_gates) == 4096, "the gates must own their page: the whole page is wiped on fork");
+
+namespace {
+void lower_gates_in_child() noexcept {
+  for (auto& g : g_process_gates.checked_frees) g.store(0, std::memory_order_relaxed);
+  g_process_gates.image_waiters.store(0, std::memory_order_relaxed);
+}
+// At load: the page is wiped in every fork child, however it forks; where
+// the kernel refuses (before 4.14), a fork handler lowers the gates instead.
+[[maybe_unused]] const bool g_gates_wiped_on_fork = [] {
+  if (sys::madvise(&g_process_gates, sizeof g_process_gates, MADV_WIPEONFORK) == 0) return true;
+  ::pthread_atfork(nullptr, nullptr, lower_gates_in_child);
+  return false;
+}();
+}  // namespace
 
 bool linux_platform::futex_wait(atomic<int>& word, int expected, std::int64_t timeout_ns) noexcept {
   static_assert(sizeof(atomic<int>) == sizeof(int));
@@ -47,23 +67,33 @@ namespace {
 std::atomic<std::uint64_t> g_crash_hits{0};
 std::atomic<std::uint64_t> g_crash_at{0};  // 0: never
 std::atomic<bool> g_crash_env_read{false};
+std::atomic<crash_action> g_crash_action{crash_action::kill};
+std::atomic<crash_site> g_last_site{crash_site{}};
 }  // namespace
 
-void arm_crash_point(std::uint64_t nth) noexcept {
+void arm_crash_point(std::uint64_t nth, crash_action action) noexcept {
   g_crash_env_read.store(true);
   g_crash_hits.store(0);
+  g_crash_action.store(action);
   g_crash_at.store(nth);
 }
 
 std::uint64_t crash_points_hit() noexcept { return g_crash_hits.load(); }
+crash_site last_crash_site() noexcept { return g_last_site.load(); }
 
-void crash_point_hit(crash_site) noexcept {
+void crash_point_hit(crash_site site) noexcept {
   if (!g_crash_env_read.exchange(true)) {
     // NOLINTNEXTLINE(concurrency-mt-unsafe): crash-point builds only; read once, at the first hit
     if (const char* at = std::getenv("SHMPOOL_CRASH_AT")) g_crash_at.store(std::strtoull(at, nullptr, 10));
+    // NOLINTNEXTLINE(concurrency-mt-unsafe): as above
+    if (const char* a = std::getenv("SHMPOOL_CRASH_ACTION"); a != nullptr && std::strcmp(a, "stop") == 0)
+      g_crash_action.store(crash_action::stop);
   }
+  g_last_site.store(site);
   const std::uint64_t hit = g_crash_hits.fetch_add(1) + 1;
-  if (hit == g_crash_at.load()) ::kill(::getpid(), SIGKILL);  // seam-exempt: a crash point must never be faulted away
+  if (hit != g_crash_at.load()) return;
+  const int sig = g_crash_action.load() == crash_action::stop ? SIGSTOP : SIGKILL;
+  ::kill(::getpid(), sig);  // seam-exempt: a crash point must never be faulted away
 }
 #endif
 

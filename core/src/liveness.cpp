@@ -146,67 +146,154 @@ long ticks_per_second() noexcept {
   return hz;
 }
 
-// The time namespace this thread lives in ("time:[4026531834]" -> the
-// number), or 0 if unreadable.  thread-self works after the leader exited.
-std::uint64_t own_time_namespace() noexcept {
+// ---- the boot-time offset (liveness.hpp, "TIME NAMESPACES") ----------------------
+//
+// /proc/<pid>/stat shows start times shifted by the boottime offset of the
+// *reading thread's* time namespace.  That namespace can change under a
+// running process: setns(CLONE_NEWTIME) moves a single-threaded caller
+// itself (issue 20, item 5).  So an offset is kept only together with the
+// namespace it belongs to, and every use first asks which namespace this
+// thread is in now (one readlink, no descriptor): an offset is never used
+// in another namespace than its own.
+//
+// /proc/self/timens_offsets describes the namespace of the process's future
+// *children* (time_for_children, what unshare(CLONE_NEWTIME) changes), not
+// necessarily its own: it is read only while /proc/self/ns/time_for_children
+// names the namespace this thread is in, checked before and after the read.
+// A namespace's offsets are frozen once a task has entered it, and ours has
+// one (us), so such a read is the offset of our namespace.
+
+// The initial time namespace: its inode number is fixed (PROC_TIME_INIT_INO,
+// in the UAPI as TIME_NS_INIT_INO since Linux 6.x) and its offsets are 0 and
+// can never be written.
+constexpr std::uint64_t initial_time_namespace = 0xEFFFFFFAu;
+
+// The inode number of a time namespace link ("time:[4026531834]").  ENOENT
+// on /proc/thread-self/ns/time (a kernel without time namespaces) gives 0
+// and true: the caller decides what that means.
+bool time_namespace_of(const char* link_path, std::uint64_t& ino, failure& f) noexcept {
   char link[64];
-  const ssize_t n = sys::readlink("/proc/thread-self/ns/time", link, sizeof link - 1);
-  if (n <= 0) return 0;
-  link[n] = '\0';
-  const char* open = std::strchr(link, '[');
-  return open == nullptr ? 0 : std::strtoull(open + 1, nullptr, 10);
-}
-
-// The last offset read, and the time namespace it was read in.  Not in the
-// wipe-on-fork page: a fork child in the same namespace may reuse it when
-// it can no longer read timens_offsets itself (the file reads empty once a
-// leader has called pthread_exit).
-std::atomic<std::uint64_t> g_offset_namespace{0};
-std::atomic<std::int64_t> g_offset_of_namespace{0};
-
-// This process's boottime offset in ticks (/proc/self/timens_offsets).  A
-// kernel without time namespaces has no such file: offset 0 — but only
-// once /proc itself is known readable (the caller has just read a stat).
-bool self_boot_offset(std::int64_t& ticks, failure& f) noexcept {
-  auto& c = proc_liveness::cache_;
-  if (c.offset_known.load(std::memory_order_acquire) != 0) {
-    ticks = c.boot_offset.load(std::memory_order_relaxed);
+  const ssize_t n = sys::readlink(link_path, link, sizeof link - 1);
+  if (n < 0 && errno == ENOENT) {
+    ino = 0;
     return true;
   }
-  char buf[512];
-  std::int64_t offset = 0;
-  if (!read_whole("/proc/self/timens_offsets", buf, sizeof buf, f)) {
-    if (f.err != ENOENT) return false;
-  } else if (buf[0] == '\0') {
-    // Empty: the leader is gone (pthread_exit).  Only an offset read earlier
-    // in this very namespace will do.
-    const std::uint64_t ns = own_time_namespace();
-    if (ns == 0 || ns != g_offset_namespace.load(std::memory_order_acquire)) {
-      f.err = 0;
-      return false;
-    }
-    offset = g_offset_of_namespace.load(std::memory_order_relaxed);
-  } else {
-    const char* line = std::strstr(buf, "boottime");
-    long long sec = 0, nsec = 0;
-    if (line == nullptr || std::sscanf(line, "boottime %lld %lld", &sec, &nsec) != 2 || nsec < 0 ||
-        nsec >= 1'000'000'000) {
-      f.err = 0;
-      return false;
-    }
-    const long long ns_per_tick = 1'000'000'000LL / ticks_per_second();
-    const long long total_ns = sec * 1'000'000'000LL + nsec;
-    offset = total_ns / ns_per_tick - (total_ns % ns_per_tick < 0 ? 1 : 0);  // floor, as the kernel rounds
+  if (n <= 0) {
+    f = {link_path, n < 0 ? errno : 0};
+    return false;
   }
-  c.boot_offset.store(offset, std::memory_order_relaxed);
-  c.offset_known.store(1, std::memory_order_release);
-  if (const std::uint64_t ns = own_time_namespace(); ns != 0) {
-    g_offset_of_namespace.store(offset, std::memory_order_relaxed);
-    g_offset_namespace.store(ns, std::memory_order_release);
+  link[n] = '\0';
+  const char* open = std::strchr(link, '[');
+  char* end = nullptr;
+  ino = open == nullptr ? 0 : std::strtoull(open + 1, &end, 10);
+  if (ino == 0 || end == nullptr || *end != ']' || ino > 0xFFFFFFFFu) {
+    f = {link_path, 0};  // not what the kernel writes
+    return false;
   }
-  ticks = offset;
   return true;
 }
+
+// The offset cache: one word, so that the namespace and its offset are
+// always read and written together.
+//   bit 63       set: the word holds an offset
+//   bits 62..30  inode number of the time namespace (0: none, a kernel without them)
+//   bits 29..0   the offset in ticks, modulo 2^30: start times are kept to
+//                30 bits (identity_start_mask), so that is all a comparison uses
+// Not in the wipe-on-fork page: a fork child starts in its parent's
+// time_for_children, which the key tells apart, and a child that can no
+// longer read timens_offsets (its leader called pthread_exit) still finds
+// the offset of the namespace it shares with its parent.
+constexpr std::uint64_t offset_held = std::uint64_t{1} << 63;
+std::atomic<std::uint64_t> g_offset{0};
+
+constexpr std::uint64_t offset_word(std::uint64_t ns, std::int64_t ticks) noexcept {
+  return offset_held | (ns << identity_start_bits) | (static_cast<std::uint64_t>(ticks) & identity_start_mask);
+}
+constexpr std::uint64_t offset_namespace(std::uint64_t word) noexcept {
+  return (word & ~offset_held) >> identity_start_bits;
+}
+constexpr std::int64_t offset_ticks(std::uint64_t word) noexcept {
+  return static_cast<std::int64_t>(word & identity_start_mask);
+}
+
+// Parses timens_offsets' boottime line into ticks (floored, as the kernel
+// rounds start times).  False if the line is missing or malformed.
+bool parse_boottime(const char* buf, std::int64_t& ticks) noexcept {
+  const char* line = std::strstr(buf, "boottime");
+  long long sec = 0, nsec = 0;
+  if (line == nullptr || std::sscanf(line, "boottime %lld %lld", &sec, &nsec) != 2 || nsec < 0 ||
+      nsec >= 1'000'000'000)
+    return false;
+  const long long ns_per_tick = 1'000'000'000LL / ticks_per_second();
+  const long long total_ns = sec * 1'000'000'000LL + nsec;
+  ticks = total_ns / ns_per_tick - (total_ns % ns_per_tick < 0 ? 1 : 0);
+  return true;
+}
+
+// This thread's boottime offset in ticks, modulo 2^30.  False ("maybe
+// alive" for a judge) when it cannot be known for the namespace this thread
+// is in now.  A kernel without time namespaces (no ns/time link, no
+// timens_offsets): offset 0, but only once /proc itself is known readable
+// (the caller has just read a stat).
+bool read_boot_offset(std::int64_t& ticks, failure& f) noexcept {
+  std::uint64_t ns = 0;
+  if (!time_namespace_of("/proc/thread-self/ns/time", ns, f)) return false;
+  if (const std::uint64_t w = g_offset.load(std::memory_order_acquire); w != 0 && offset_namespace(w) == ns) {
+    ticks = offset_ticks(w);
+    return true;
+  }
+  std::int64_t offset = 0;
+  if (ns == initial_time_namespace) {
+    offset = 0;
+  } else {
+    // timens_offsets shows the leader's time_for_children: only while that
+    // is our namespace, before and after the read, is it ours.
+    constexpr const char* offsets_path = "/proc/self/timens_offsets";
+    constexpr const char* children_path = "/proc/self/ns/time_for_children";
+    std::uint64_t children = 0;
+    if (ns != 0 && !time_namespace_of(children_path, children, f)) return false;
+    if (children != ns) {  // after unshare(CLONE_NEWTIME), or the leader is gone (the link is absent)
+      f = {children_path, 0};
+      return false;
+    }
+    char buf[512];
+    if (!read_whole(offsets_path, buf, sizeof buf, f)) {
+      if (f.err != ENOENT || ns != 0) return false;
+      offset = 0;  // no time namespaces
+    } else if (ns == 0 || !parse_boottime(buf, offset)) {
+      f = {offsets_path, 0};  // empty (the leader is gone), or not what the kernel writes
+      return false;
+    } else if (!time_namespace_of(children_path, children, f) || children != ns) {
+      f = {children_path, 0};  // changed under the read
+      return false;
+    }
+  }
+  const std::uint64_t w = offset_word(ns, offset);
+  g_offset.store(w, std::memory_order_release);
+  ticks = offset_ticks(w);
+  return true;
+}
+
+#if defined(SHMPOOL_MUTANT_TIMENS_OFFSET_CACHED)
+// Mutant (the defect of issue 20, item 5): the first offset found is kept
+// for the process's life, refreshed only in a fork child, whatever
+// namespace setns moves the process into.
+std::atomic<std::uint64_t> g_mutant_offset{0};
+[[maybe_unused]] const bool g_mutant_offset_forgotten_in_child =
+    ::pthread_atfork(nullptr, nullptr, [] { g_mutant_offset.store(0, std::memory_order_relaxed); }) == 0;
+
+bool self_boot_offset(std::int64_t& ticks, failure& f) noexcept {
+  if (const std::uint64_t w = g_mutant_offset.load(std::memory_order_acquire); w != 0) {
+    ticks = offset_ticks(w);
+    return true;
+  }
+  if (!read_boot_offset(ticks, f)) return false;
+  g_mutant_offset.store(offset_word(0, ticks), std::memory_order_release);
+  return true;
+}
+#else
+bool self_boot_offset(std::int64_t& ticks, failure& f) noexcept { return read_boot_offset(ticks, f); }
+#endif
 
 std::uint64_t normalised(const stat_fields& st, std::int64_t offset) noexcept {
 #if defined(SHMPOOL_MUTANT_NO_TIMENS_OFFSET)
@@ -242,7 +329,6 @@ void forget_in_child() noexcept {
   auto& c = proc_liveness::cache_;
   c.identity.store(0, std::memory_order_relaxed);
   c.ns_tag.store(0, std::memory_order_relaxed);
-  c.offset_known.store(0, std::memory_order_relaxed);
   c.proc_is_ours.store(0, std::memory_order_relaxed);
 }
 

@@ -342,6 +342,35 @@ std::uint64_t start_slot_for(std::uint64_t identity, std::uint64_t capacity) noe
 
 }  // namespace
 
+// A reader/writer lock whose writer waits a bounded time: glibc's default
+// rwlock (and std::shared_mutex over it) prefers readers, so threads that
+// take the shared side in a loop (notify, eventfd_consume) starve a writer
+// (eventfd(), eventfd_set()) forever.  With writers preferred, a waiting
+// writer stops new readers and gets the lock once the current ones leave.
+// Never taken recursively.  Meets Lockable and SharedLockable.
+class writer_preferring_rwlock {
+ public:
+  writer_preferring_rwlock() {
+    pthread_rwlockattr_t attr;
+    pthread_rwlockattr_init(&attr);
+#if !defined(SHMPOOL_MUTANT_READER_PREFERRING_LOCK)
+    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+#endif
+    pthread_rwlock_init(&lock_, &attr);
+    pthread_rwlockattr_destroy(&attr);
+  }
+  writer_preferring_rwlock(const writer_preferring_rwlock&) = delete;
+  writer_preferring_rwlock& operator=(const writer_preferring_rwlock&) = delete;
+  ~writer_preferring_rwlock() { pthread_rwlock_destroy(&lock_); }
+  void lock() { pthread_rwlock_wrlock(&lock_); }
+  void unlock() { pthread_rwlock_unlock(&lock_); }
+  void lock_shared() { pthread_rwlock_rdlock(&lock_); }
+  void unlock_shared() { pthread_rwlock_unlock(&lock_); }
+
+ private:
+  pthread_rwlock_t lock_;
+};
+
 // The process-local handle state.  Every bound here was validated at open
 // and is never re-read from the mapping.
 class pool_core {
@@ -390,7 +419,7 @@ class pool_core {
   // The eventfd state, one unit: written only under the exclusive lock;
   // notify/consume hold the shared lock while they use the fd, so an fd is
   // never closed under them.  eventfd_ is atomic only for fileno().
-  mutable std::shared_mutex eventfd_lock_;
+  mutable writer_preferring_rwlock eventfd_lock_;
   std::atomic<int> eventfd_{-1};
   bool eventfd_owned_ = false;  // guarded by eventfd_lock_
 };
@@ -922,11 +951,29 @@ std::size_t pool_base::free_n(std::span<const slot_index> slots) {
   return c.proto_.free_n(slots);
 }
 
-// The guard records who allocated and which allocation (the slot's
-// generation, stable while we hold it), so it frees that allocation only.
-std::optional<slot_guard> pool_base::guard_of(std::optional<slot_index> i) {
-  if (!i) return std::nullopt;
-  return slot_guard(core_, *i, platform::proc_liveness::self(), core_->proto_.generation(*i));
+// The guard records who allocated and which allocation: the generation its
+// own claim counted (slot_protocol C2), returned by the claim itself.  Read
+// from the slot after the claim, it could be a later allocation's (a plain
+// free and a re-claim by this process in between), and the guard would
+// free that one.
+std::optional<slot_guard> pool_base::guard_for_ns(std::int64_t timeout_ns) {
+  pool_core& c = live();
+  const std::uint64_t me = platform::proc_liveness::self();  // throws identity_unavailable first
+  const std::uint64_t start = hint_for(me, c.layout_.capacity);
+  std::uint64_t generation = 0;
+#if defined(SHMPOOL_MUTANT_GUARD_GENERATION_AFTER_ALLOC)
+  // Defect: the generation is read from the slot after the claim returns.
+  const std::uint64_t got = c.proto_.alloc_index(timeout_ns, start, me);
+  if (got != no_slot) {
+    for (int k = 0; k < 64; ++k) platform::linux_platform::cpu_relax();  // widens the window, as a preemption does
+    generation = c.proto_.generation(got);
+  }
+#else
+  const std::uint64_t got = c.proto_.alloc_index(timeout_ns, start, me, &generation);
+#endif
+  if (got == no_slot) return std::nullopt;
+  if (got != start) hint_slot_.store(got, std::memory_order_relaxed);
+  return slot_guard(core_, got, me, generation);
 }
 
 std::span<std::byte> pool_base::slot(slot_index i) const {

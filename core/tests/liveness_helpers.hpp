@@ -16,6 +16,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -100,6 +101,51 @@ inline int enter_time_namespace_for_children() {
   const int err = errno;
   ::close(fd);
   return ok ? 0 : err;
+}
+
+// setns(2) into the time namespace that `ns_path` names (/proc/<pid>/ns/time,
+// /proc/self/ns/time_for_children): unlike unshare, it moves the caller
+// itself, and only a single-threaded caller.  0 or the errno.
+inline int join_time_namespace(const char* ns_path) {
+  const int fd = ::open(ns_path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return errno;
+  const int rc = ::setns(fd, CLONE_NEWTIME);
+  const int err = errno;
+  ::close(fd);
+  return rc == 0 ? 0 : err;
+}
+
+// Threads of this process (/proc/self/status), or -1.
+inline long thread_count() {
+  FILE* f = std::fopen("/proc/self/status", "re");
+  if (f == nullptr) return -1;
+  char line[256];
+  long n = -1;
+  while (std::fgets(line, sizeof line, f) != nullptr)
+    if (std::strncmp(line, "Threads:", 8) == 0) n = std::strtol(line + 8, nullptr, 10);
+  std::fclose(f);
+  return n;
+}
+
+// Reports a refused setns(CLONE_NEWTIME).  EUSERS means the caller was not
+// single-threaded: in a fork child that is a sanitizer's own runtime thread
+// (ThreadSanitizer starts one in every child), which the message names.
+inline void send_setns_refused(int fd, int err, const char* what) {
+  char text[96];
+  if (err == EUSERS)
+    std::snprintf(text, sizeof text, "%s: needs a single-threaded caller, this child has %ld threads", what,
+                  thread_count());
+  else
+    std::snprintf(text, sizeof text, "%s", what);
+  send_refused(fd, err, text);
+}
+
+// This (single-threaded) process itself moves into a new time namespace
+// whose boot time is shifted by boottime_shift_s: unshare, set the offset,
+// then setns into the namespace made for its children.
+inline int move_into_shifted_time_namespace() {
+  if (const int err = enter_time_namespace_for_children()) return err;
+  return join_time_namespace("/proc/self/ns/time_for_children");
 }
 
 // A private mount namespace (changes stay in this process).

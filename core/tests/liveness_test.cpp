@@ -151,6 +151,40 @@ class real_world {
       wait_for(g);
     });
   }
+  // One single-threaded process judges twice: where it started (which fills
+  // whatever the oracle caches), then after it moved itself by setns into a
+  // time namespace whose boot time is shifted.  The verdict after; the one
+  // before must be `expected_before`.
+  verdict judge_after_joining_other_time_namespace(std::uint64_t id, verdict expected_before) {
+    report r;
+    pid_t child = 0;
+    const bool ok = fork_reporting(
+        [id](int fd) {
+          ::alarm(30);
+          report out;
+          out.id = static_cast<std::uint64_t>(proc_liveness::judge(id));
+          if (const int err = move_into_shifted_time_namespace())
+            return send_setns_refused(fd, err, "setns into a new time namespace");
+          out.value = static_cast<std::int64_t>(proc_liveness::judge(id));
+          send(fd, out);
+        },
+        r, child);
+    wait_for(child);
+    if (!ok) refused = "the judging child died before it reported";
+    if (r.refused != 0) refused = std::string(r.what) + ": " + std::strerror(r.refused);
+    if (ok && r.refused == 0)
+      EXPECT_STREQ(shmpool::platform::verdict_name(static_cast<verdict>(r.id)),
+                   shmpool::platform::verdict_name(expected_before))
+          << "the verdict before setns";
+    return static_cast<verdict>(r.value);
+  }
+  // Judged by a fresh fork child (nothing of its own computed yet) that
+  // first unshared the time namespace for its children: it still lives in
+  // ours, while /proc/self/timens_offsets already shows the children's
+  // shifted offsets.
+  verdict judge_after_unsharing_time_namespace(std::uint64_t id) {
+    return judge_after(enter_time_namespace_for_children, "a time namespace", id);
+  }
   verdict judge_with_proc_hidden(std::uint64_t id) { return judge_after(hide_other_processes, "hidepid=2", id); }
   verdict judge_with_proc_unmounted(std::uint64_t id) { return judge_after(unmount_proc, "unmounting /proc", id); }
   verdict judge_at_fd_limit(std::uint64_t id) {
@@ -256,6 +290,15 @@ class fake_world {
     f_.set_observer_time_offset(0);
     return v;
   }
+  // The fake caches nothing: each judgement uses the observer's offset as it
+  // is at that moment.
+  verdict judge_after_joining_other_time_namespace(std::uint64_t id, verdict expected_before) {
+    EXPECT_STREQ(shmpool::platform::verdict_name(f_.judge(id)), shmpool::platform::verdict_name(expected_before))
+        << "the verdict before setns";
+    return judge_from_other_time_namespace(id);
+  }
+  // The children's namespace is not the observer's: nothing changes here.
+  verdict judge_after_unsharing_time_namespace(std::uint64_t id) { return f_.judge(id); }
   verdict judge_with_proc_hidden(std::uint64_t id) { return judge_with(&fake_liveness::set_proc_hides_others, id); }
   verdict judge_with_proc_unmounted(std::uint64_t id) { return judge_with(&fake_liveness::set_proc_unmounted, id); }
   verdict judge_at_fd_limit(std::uint64_t id) { return judge_with(&fake_liveness::set_fds_exhausted, id); }
@@ -341,6 +384,27 @@ TYPED_TEST(LivenessConformance, ReapedOwnerOfAnotherTimeNamespaceIsCertainlyDead
   EXPECT_VERDICT(this->world.judge_from_other_time_namespace(zombie), verdict::dead);
 }
 
+// Issue 20 item 5: setns(CLONE_NEWTIME) moves a running process into
+// another time namespace; an offset read before must never be used after.
+TYPED_TEST(LivenessConformance, RunningOwnerJudgedAfterJoiningAnotherTimeNamespaceIsAlive) {
+  PRODUCE(id, this->world.live());
+  EXPECT_VERDICT(this->world.judge_after_joining_other_time_namespace(id, verdict::alive), verdict::alive);
+}
+
+// ... while the evidence of a reused pid still counts there (an oracle that
+// answered "maybe alive" to everything after setns would be safe but blind).
+TYPED_TEST(LivenessConformance, OwnerWhosePidWasReusedIsCertainlyDeadAfterJoiningAnotherTimeNamespace) {
+  PRODUCE(id, this->world.reused_pid());
+  EXPECT_VERDICT(this->world.judge_after_joining_other_time_namespace(id, verdict::dead), verdict::dead);
+}
+
+// /proc/self/timens_offsets describes the namespace of the reader's future
+// children: after unshare(CLONE_NEWTIME) it is not the reader's own offset.
+TYPED_TEST(LivenessConformance, RunningOwnerJudgedAfterUnsharingTheTimeNamespaceForChildrenIsAlive) {
+  PRODUCE(id, this->world.live());
+  EXPECT_VERDICT(this->world.judge_after_unsharing_time_namespace(id), verdict::alive);
+}
+
 TYPED_TEST(LivenessConformance, RunningOwnerHiddenByHidepidIsMaybeAlive) {
   PRODUCE(id, this->world.live());
   EXPECT_VERDICT(this->world.judge_with_proc_hidden(id), verdict::unknown);
@@ -406,6 +470,75 @@ TEST(ProcLiveness, IdentityOfAnotherTimeNamespaceEqualsTheOneSeenFromHere) {
   const pid_t pid = shmpool::platform::identity_pid(id);
   EXPECT_TRUE(shmpool::platform::same_start(shmpool::platform::identity_start(id),
                                             shmpool::platform::identity_start(proc_liveness::identity_of(pid))));
+}
+
+// Issue 20 item 5: the own identity is normalised when it is computed, so
+// it stays valid in any time namespace: after setns, the cached identity,
+// one computed afresh there, and the oracle agree.
+TEST(ProcLiveness, OwnIdentityStaysValidAfterJoiningAnotherTimeNamespace) {
+  report r;
+  pid_t child = 0;
+  ASSERT_TRUE(fork_reporting(
+      [](int fd) {
+        ::alarm(30);
+        const std::uint64_t before = proc_liveness::self();  // computed and cached where the child started
+        if (const int err = move_into_shifted_time_namespace())
+          return send_setns_refused(fd, err, "setns into a new time namespace");
+        report out;
+        std::string problems;
+        if (proc_liveness::self() != before) problems += "self() changed; ";
+        const std::uint64_t fresh = proc_liveness::identity_of(::getpid());
+        if (!shmpool::platform::same_start(shmpool::platform::identity_start(fresh),
+                                           shmpool::platform::identity_start(before)))
+          problems += "identity_of(getpid()) has another start time; ";
+        if (proc_liveness::judge(before) != verdict::alive)
+          problems += std::string("judge(self()) says ") + shmpool::platform::verdict_name(proc_liveness::judge(before));
+        std::snprintf(out.what, sizeof out.what, "%s", problems.c_str());
+        send(fd, out);
+      },
+      r, child));
+  wait_for(child);
+  if (r.refused != 0) GTEST_SKIP() << r.what << ": " << std::strerror(r.refused);
+  EXPECT_STREQ(r.what, "");
+}
+
+// Issue 20 item 5: after setns, a process whose leader then called
+// pthread_exit cannot read its new namespace's offset (timens_offsets
+// reads empty): it must answer "maybe alive", never compare with the offset
+// of the namespace it left.
+TEST(ProcLiveness, OwnerJudgedAfterJoiningAnotherTimeNamespaceWithTheLeaderGoneIsNeverDead) {
+  real_world w;
+  const std::uint64_t id = w.live();
+  ASSERT_NE(id, 0u);
+  report r;
+  pid_t child = 0;
+  ASSERT_TRUE(fork_reporting(
+      [id](int fd) {
+        ::alarm(30);
+        if (proc_liveness::judge(id) != verdict::alive) {
+          report out;
+          out.value = -1;
+          send(fd, out);
+          return;
+        }
+        if (const int err = move_into_shifted_time_namespace())
+          return send_setns_refused(fd, err, "setns into a new time namespace");
+        std::thread([fd, id] {
+          report out;
+          out.holder = await_state(::getpid(), 'Z') ? 1 : 0;
+          out.value = static_cast<std::int64_t>(proc_liveness::judge(id));
+          send(fd, out);
+          ::_exit(0);
+        }).detach();
+        ::syscall(SYS_exit, 0);  // the leader goes; its thread judges
+      },
+      r, child));
+  wait_for(child);
+  if (r.refused != 0) GTEST_SKIP() << r.what << ": " << std::strerror(r.refused);
+  ASSERT_NE(r.value, -1) << "the live owner was not alive before setns";
+  EXPECT_EQ(r.holder, 1) << "the leader never showed state Z";
+  const std::string got = shmpool::platform::verdict_name(static_cast<verdict>(r.value));
+  EXPECT_TRUE(got == "unknown" || got == "alive") << got;
 }
 
 // A process in a new pid namespace that still sees its parent's /proc: the

@@ -214,6 +214,102 @@ TEST(PoolLiveness, RecovererInAnotherTimeNamespaceKeepsALiveOwnersSlot) {
   EXPECT_TRUE(p.is_allocated(*slot));
 }
 
+// Issue 20 item 5: a recoverer that judged once (its offset cached), then
+// joined another time namespace by setns, with a live owner in each
+// namespace.  Judging with the offset of the namespace it left, it would
+// take both owners for reused pids and hand their slots on.
+TEST(PoolLiveness, RecovererThatJoinedAnotherTimeNamespaceAfterLoadKeepsLiveOwnersSlots) {
+  auto p = shmpool::i64_pool::anonymous(8);
+  struct processes {
+    pid_t here = 0, middle = 0, shifted = 0;
+    ~processes() {
+      if (shifted > 0) ::kill(shifted, SIGKILL);  // the middle reaps it
+      if (middle > 0) kill_and_wait(middle);
+      if (here > 0) kill_and_wait(here);
+    }
+  } owners;
+  report here;
+  ASSERT_TRUE(fork_reporting(
+      [&](int fd) {
+        ::alarm(120);
+        report out;
+        out.value = p.try_alloc() ? 1 : 0;
+        send(fd, out);
+        block_forever();
+      },
+      here, owners.here));
+  report shifted;
+  const bool started = fork_reporting(
+      [&](int fd) {
+        ::alarm(120);
+        if (const int err = enter_time_namespace_for_children()) return send_refused(fd, err, "a time namespace");
+        const pid_t g = ::fork();
+        if (g == 0) {
+          ::alarm(120);
+          report out;
+          out.value = p.try_alloc() ? 1 : 0;
+          out.holder = ::getpid();
+          send(fd, out);
+          block_forever();
+        }
+        wait_for(g);
+      },
+      shifted, owners.middle);
+  ASSERT_TRUE(started) << "the owner in the shifted namespace died before it reported";
+  owners.shifted = shifted.holder;
+  SKIP_IF_REFUSED(shifted);
+  ASSERT_EQ(here.value, 1);
+  ASSERT_EQ(shifted.value, 1);
+  const std::string target = "/proc/" + std::to_string(shifted.holder) + "/ns/time";
+  const report r = in_child([&](int fd) {
+    ::alarm(30);
+    report out;
+    out.id = p.recover_stale();  // judges both owners: whatever the oracle caches, it has now
+    if (const int err = join_time_namespace(target.c_str()))
+      return send_setns_refused(fd, err, "setns into the owner's time namespace");
+    out.value = static_cast<std::int64_t>(p.recover_stale());
+    send(fd, out);
+  });
+  SKIP_IF_REFUSED(r);
+  EXPECT_EQ(r.id, 0u) << "before setns, recovery freed live owners' slots";
+  EXPECT_EQ(r.value, 0) << "after setns into another time namespace, recovery freed live owners' slots";
+  EXPECT_EQ(p.used(), 2u);
+  ::kill(owners.shifted, SIGKILL);
+  kill_and_wait(owners.middle);
+  kill_and_wait(owners.here);
+  owners.here = owners.middle = owners.shifted = 0;
+  EXPECT_EQ(p.recover_stale(), 2u) << "the dead owners' slots were not recovered";
+}
+
+// Issue 20 item 5: a process that unshared the time namespace for its
+// children before its first allocation still lives in ours (only its
+// children move), though /proc/self/timens_offsets already shows the
+// children's offset: the identity it records must be the one others judge.
+TEST(PoolLiveness, OwnerThatUnsharedTheTimeNamespaceBeforeItsFirstAllocationKeepsItsSlot) {
+  auto p = shmpool::i64_pool::anonymous(8);
+  pid_t child = 0;
+  report r;
+  ASSERT_TRUE(fork_reporting(
+      [&](int fd) {
+        ::alarm(120);
+        if (const int err = enter_time_namespace_for_children()) return send_refused(fd, err, "a time namespace");
+        report out;
+        out.value = p.try_alloc() ? 1 : 0;  // the first use of its identity in this process
+        send(fd, out);
+        block_forever();
+      },
+      r, child));
+  if (r.refused != 0) kill_and_wait(child);
+  SKIP_IF_REFUSED(r);
+  ASSERT_EQ(r.value, 1);
+  const std::size_t recovered = p.recover_stale();
+  const pid_t owner = p.allocated_slots().size() == 1 ? p.owner(p.allocated_slots()[0]) : 0;
+  kill_and_wait(child);
+  EXPECT_EQ(recovered, 0u) << "the live owner's slot was recovered: it recorded a wrongly normalised start time";
+  EXPECT_EQ(owner, child);
+  EXPECT_EQ(p.recover_stale(), recovered == 0 ? 1u : 0u);
+}
+
 // Item 24: a fork handler registered before the library's first use runs
 // in the child before any handler the library could register; an
 // allocation made there must name the child.  Runs in a fresh process

@@ -35,6 +35,22 @@ doc = json.loads(sys.argv[2])
 sys.exit(0 if eval(sys.argv[1]) else 1)
 PY
 }
+# json_bytes_check PYTHON_EXPRESSION: parses out.txt as strict UTF-8 JSON
+# (doc), every line of it (docs), and asserts the expression; h(bytes) is hex.
+json_bytes_check() {
+  python3 - "$1" <<'PY' || fail "JSON check '$1' failed on: $(cat out.txt)"
+import json, sys
+raw = open("out.txt", "rb").read()
+try:
+    docs = [json.loads(line.decode("utf-8")) for line in raw.splitlines()]
+except (UnicodeDecodeError, ValueError) as e:
+    print("not strict UTF-8 JSON: %s" % e, file=sys.stderr)
+    sys.exit(1)
+doc = docs[0]
+h = lambda b: b.hex()
+sys.exit(0 if eval(sys.argv[1]) else 1)
+PY
+}
 one_line() { [ "$(printf '%s\n' "$1" | wc -l)" -eq 1 ] || fail "expected one line on stderr, got: $1"; }
 poke() { printf "$2" | dd of=p.shm bs=1 seek="$1" conv=notrunc status=none; }  # poke OFFSET '\xNN...'
 
@@ -320,7 +336,7 @@ man_page)
     option=$(grep -m1 -oE '^  --[a-z-]+' <<<"$out" | sed -e 's/^  //' -e 's/-/\\-/g')
     [ -z "$option" ] || grep -qF ".B $option" man.1 || fail "the man page lacks $c's option $option"
   done
-  for code in 0 1 2 3 4 5 64; do grep -qxF ".B $code" man.1 || fail "the man page does not document exit status $code"; done
+  for code in 0 1 2 3 4 5 6 64; do grep -qxF ".B $code" man.1 || fail "the man page does not document exit status $code"; done
   if command -v groff >/dev/null; then
     warnings=$(LC_ALL=C.UTF-8 groff -man -Tutf8 -ww -z man.1 2>&1)
     [ -z "$warnings" ] || fail "groff warns: $warnings"
@@ -329,6 +345,78 @@ man_page)
     fail "installing the tool failed: $(cat install.log)"
   cmp -s "$dir/inst/share/man/man1/shmpool.1" man.1 || fail "shmpool.1 is not installed under share/man/man1"
   [ -x "$dir/inst/bin/shmpool" ] || fail "bin/shmpool is not installed"
+  ;;
+truncated_under_watch)
+  # Issue 20, item 9: the file truncated under stats --watch.  It used to die
+  # of SIGBUS (status 135, nothing on stderr); now exit 6, naming the file.
+  run 0 create p.shm --variant i64 --capacity 100000
+  timeout 30 "$cli" stats p.shm --watch 0.05 --count 400 >out.txt 2>err.txt &
+  watch_pid=$!
+  for _ in $(seq 300); do [ "$(wc -l <out.txt)" -ge 3 ] && break; sleep 0.05; done
+  [ "$(wc -l <out.txt)" -ge 3 ] || fail "stats --watch printed no rows: $(cat err.txt)"
+  truncate -s 100 p.shm   # pages 1.. of the mapping vanish: a load from them faults
+  wait "$watch_pid"; got=$?
+  out=$(cat out.txt) err=$(cat err.txt)
+  [ "$got" -ne 124 ] || fail "stats --watch did not stop"
+  [ "$got" -eq 6 ] || fail "stats --watch on a truncated file exited $got (135: SIGBUS), expected 6; stderr: $err"
+  contains "$err" "shmpool stats: p.shm: changed while being read: the file is now 100 bytes"; one_line "$err"
+  [ "$(grep -c '^ *100000 ' <<<"$out")" -ge 2 ] || fail "the rows before the change are gone: $out"
+  # Truncated inside the last page of the slot metadata (it ends at byte
+  # 1700352): no fault, the last slots read as zeros.  Reported all the same,
+  # never printed as counters.
+  run 0 create q.shm --variant i64 --capacity 100000
+  timeout 30 "$cli" stats q.shm --json --watch 0.05 --count 400 >out.txt 2>err.txt &
+  watch_pid=$!
+  for _ in $(seq 300); do [ "$(wc -l <out.txt)" -ge 2 ] && break; sleep 0.05; done
+  truncate -s 1700000 q.shm
+  wait "$watch_pid"; got=$?
+  [ "$got" -eq 6 ] || fail "stats --json --watch on a truncated file exited $got, expected 6: $(cat err.txt)"
+  contains "$(cat err.txt)" "q.shm: changed while being read"
+  command -v python3 >/dev/null && json_bytes_check "all(d['capacity'] == 100000 and d['used'] == 0 for d in docs)"
+  # Extended under it: nothing changed that it reads; it goes on.
+  run 0 create e.shm --variant i64 --capacity 1000
+  timeout 30 "$cli" stats e.shm --watch 0.05 --count 8 >out.txt 2>err.txt &
+  watch_pid=$!
+  sleep 0.1; truncate -s 10000000 e.shm
+  wait "$watch_pid"; got=$?
+  [ "$got" -eq 0 ] || fail "stats --watch on an extended file exited $got: $(cat err.txt)"
+  [ "$(grep -c '^ *1000 ' out.txt)" -eq 8 ] || fail "stats --watch on an extended file printed: $(cat out.txt)"
+  # Exit status 6 is documented.
+  run 0 --help; contains "$out" "6   FILE changed while it was being read"
+  ;;
+json_hostile_names)
+  # Issue 20, item 10: file and process names of any bytes.  --json output is
+  # strict UTF-8 JSON; a name that is not UTF-8 gets NAME_hex with its bytes,
+  # so names a lossy conversion would merge stay apart.
+  command -v python3 >/dev/null || { echo "SKIP: needs python3"; exit 77; }
+  mkdir pools
+  a=$(printf 'pool-\xff\xfe') b=$(printf 'pool-\xef\xbf\xbd\xef\xbf\xbd') c=$(printf 'pool-"\\\001\n\x7f.')
+  for n in "$a" "$b" "$c"; do run 0 create "pools/$n" --variant i64 --capacity 3; done
+  "$helper" hold-named "pools/$a" 6e616d65ff0a225c01c3 >held.txt &   # name\xff\n"\\\x01\xc3
+  held_pid=$!
+  for _ in $(seq 100); do [ -s held.txt ] && break; sleep 0.05; done
+  read -r slot pid <held.txt || fail "helper hold-named printed nothing"
+  run 0 list pools --json
+  json_bytes_check "[p['name'] for p in doc['pools']] == ['pool-\"\\\\\x01\\n\x7f.', 'pool-\ufffd\ufffd', 'pool-\ufffd\ufffd'] and [p.get('name_hex') for p in doc['pools']] == [None, None, h(b'pool-\xff\xfe')]"
+  run 0 slots "pools/$a" --json
+  json_bytes_check "doc['file'] == 'pools/pool-\ufffd\ufffd' and doc['file_hex'] == h(b'pools/pool-\xff\xfe') and doc['slots'][0]['pid'] == $pid and doc['slots'][0]['command'] == 'name\ufffd\n\"\\\\\x01\ufffd' and doc['slots'][0]['command_hex'] == '6e616d65ff0a225c01c3'"
+  # The text table prints control characters as '?', so a name cannot add a row.
+  run 0 slots "pools/$a"
+  [ "$(wc -l <out.txt)" -eq 3 ] || fail "a process name broke the table: $out"
+  grep -qF -- "$(printf 'alive    name\xff?"\\?\xc3')" out.txt || fail "slots does not show the name with '?': $out"
+  for cmd in info stats check; do
+    run 0 "$cmd" "pools/$a" --json
+    json_bytes_check "doc['file_hex'] == h(b'pools/pool-\xff\xfe')"
+    run 0 "$cmd" "pools/$b" --json   # UTF-8 (U+FFFD itself): exact, no file_hex
+    json_bytes_check "doc['file'] == 'pools/pool-\ufffd\ufffd' and 'file_hex' not in doc"
+    run 0 "$cmd" "pools/$c" --json
+    json_bytes_check "doc['file'] == 'pools/pool-\"\\\\\x01\\n\x7f.' and 'file_hex' not in doc"
+  done
+  run 0 stats "pools/$a" --json --watch 0.01 --count 2
+  json_bytes_check "len(docs) == 2 and all(d['file_hex'] == h(b'pools/pool-\xff\xfe') for d in docs)"
+  ln -s pools "$(printf 'dir-\xff')"
+  run 0 list "$(printf 'dir-\xff')" --json
+  json_bytes_check "doc['dir'] == 'dir-\ufffd' and doc['dir_hex'] == h(b'dir-\xff') and len(doc['pools']) == 3"
   ;;
 *)
   fail "unknown case"

@@ -366,19 +366,19 @@ class pool_base {
   /// Blocks as alloc(); never returns std::nullopt.
   /// @throws shmpool::error errc::invalid_handle or
   ///         errc::identity_unavailable.
-  std::optional<slot_guard> alloc_guard() { return guard_of(alloc()); }
+  std::optional<slot_guard> alloc_guard() { return guard_for_ns(-1); }
   /// alloc(d), with the slot in a slot_guard.
   /// @return the guard, or std::nullopt on timeout.
   /// @throws std::invalid_argument if d is a NaN.
   /// @throws shmpool::error errc::invalid_handle or
   ///         errc::identity_unavailable.
   template <class Rep, class Period>
-  std::optional<slot_guard> alloc_guard(std::chrono::duration<Rep, Period> d) { return guard_of(alloc(d)); }
+  std::optional<slot_guard> alloc_guard(std::chrono::duration<Rep, Period> d) { return guard_for_ns(to_timeout_ns(d)); }
   /// try_alloc(), with the slot in a slot_guard; never waits.
   /// @return the guard, or std::nullopt when the pool is full.
   /// @throws shmpool::error errc::invalid_handle or
   ///         errc::identity_unavailable.
-  std::optional<slot_guard> try_alloc_guard() { return guard_of(try_alloc()); }
+  std::optional<slot_guard> try_alloc_guard() { return guard_for_ns(0); }
 
   // ---- handle state ----
 
@@ -612,7 +612,7 @@ class pool_base {
   bool free_out_of_line(slot_index i);
   void wake_sleepers() const;  // after a free that saw a waiter entry (W1)
   std::optional<std::vector<slot_index>> alloc_n_for_ns(std::size_t n, std::int64_t timeout_ns);
-  std::optional<slot_guard> guard_of(std::optional<slot_index> i);
+  std::optional<slot_guard> guard_for_ns(std::int64_t timeout_ns);
   pool_core& live() const;  // the core, or shmpool::error(errc::invalid_handle)
   [[noreturn]] void throw_out_of_range(slot_index i) const;
   [[noreturn]] void throw_not_allocated(slot_index i) const;

@@ -152,7 +152,10 @@ struct pool_orders {
 #if defined(SHMPOOL_MUTANT_WEAK_CLAIM)
   static constexpr mo claim = mo::relaxed;
 #else
-  static constexpr mo claim = mo::acquire;        // O1 claim CAS; pairs with O3
+  // seq_cst, not just acquire: O1 is one side of C1's store-buffer pair
+  // (the claim CAS, then the gate read, against the checked free's gate
+  // raise, then its word read).  On x86 the same locked instruction.
+  static constexpr mo claim = mo::seq_cst;        // O1 claim CAS; pairs with O3
 #endif
   // O2 orders no data for the application: an owner writes its data after
   // O1, and a freer's writes reach the next claimer through O3/O1.  It is a
@@ -176,7 +179,12 @@ struct pool_orders {
   static constexpr mo waiter_scan = mo::seq_cst;  // O10 W1, waiter's re-scan
   static constexpr mo wake_bump = mo::release;    // O12 wake_seq bump; pairs with O13
   static constexpr mo wake_read = mo::acquire;    // O13 waiter reads wake_seq
-  static constexpr mo checked_mark = mo::acquire; // O11 checked free's CAS; pairs with O2
+  static constexpr mo checked_read = mo::seq_cst; // O11 checked free reads the word after raising
+                                                  //     its gate (C1); acquire pairs with O2
+  static constexpr mo gate_raise = mo::seq_cst;   // O14 checked free raises its gate (C1)
+  static constexpr mo gate_read = mo::seq_cst;    // O15 claimant reads the gate after O1 (C1)
+  static constexpr mo gate_lower = mo::release;   // O16 checked free lowers its gate
+  static constexpr mo mark_confirm = mo::seq_cst; // O17 scanner's MARKING -CAS-> GROUP_FULL (G)
 };
 
 template <class P>
@@ -188,6 +196,11 @@ struct slot_meta {
 // A group's mark: 0 or group_full (G).  One per cache line, so marking one
 // group never disturbs the scans of another.
 inline constexpr std::uint64_t group_full = 1;
+// A tentative mark: a scanner's claim to mark the group, with a token
+// unique to that attempt (pool_control::mark_seq).  Scanned as unmarked, so
+// a scanner stopped before it confirms hides nothing (progress rule P1).
+inline constexpr std::uint64_t group_marking = std::uint64_t{1} << 63;
+constexpr bool is_tentative_mark(std::uint64_t m) noexcept { return (m & group_marking) != 0; }
 inline constexpr std::uint64_t group_slots = 64;
 
 template <class P>
@@ -206,6 +219,10 @@ struct pool_control {
   typename P::template atomic<std::uint64_t> timeouts;
   typename P::template atomic<std::uint64_t> recoveries;
   typename P::template atomic<std::uint64_t> frees_mark;  // raised by stats() only (CAS-max)
+  // Tokens of tentative marks (G): one fetch_add per marking attempt.  In
+  // the line's padding, which format 3 zero-fills, so a format-3 file reads
+  // 0 here and any value is valid.
+  typename P::template atomic<std::uint64_t> mark_seq;
 };
 
 // Where the shared state is, as bounds the handle validated at open.
@@ -251,10 +268,15 @@ class slot_protocol {
   // reads it back whole, a store-forwarding stall that cost more than both
   // CASes together).
   // `me` is P::self_identity(), read once by the caller.
-  std::uint64_t alloc_index(std::int64_t timeout_ns, std::uint64_t start, std::uint64_t me) {
-    if (claim_hint(v_, start, me)) [[likely]]
+  // `generation`, when given, receives the claim's generation (the slot's
+  // allocs as this claim counted it, I6): what a guard must carry (C2).
+  std::uint64_t alloc_index(std::int64_t timeout_ns, std::uint64_t start, std::uint64_t me,
+                            std::uint64_t* generation = nullptr) {
+    if (const std::uint64_t g = claim_hint(v_, start, me)) [[likely]] {
+      if (generation != nullptr) *generation = g;
       return start;
-    return alloc_scan(timeout_ns, start);
+    }
+    return alloc_scan(timeout_ns, start, generation);
   }
 
   // ---- the fast path, on a view alone --------------------------------------
@@ -263,12 +285,13 @@ class slot_protocol {
   // locked instructions (a call's stores before a locked instruction, and
   // its return after one, cost more than the instruction itself).
 
-  // The hint slot s: one CAS (O1), then the count and publish.
-  [[gnu::always_inline]] static bool claim_hint(const pool_view<P>& v, std::uint64_t s, std::uint64_t me) {
+  // The hint slot s: one CAS (O1), then the count and publish.  Returns the
+  // claim's generation (never 0), or 0 when s was not claimed.
+  [[gnu::always_inline]] static std::uint64_t claim_hint(const pool_view<P>& v, std::uint64_t s, std::uint64_t me) {
     // No load before the CAS: the hint is the slot this handle used last,
     // usually free, and a load right before a locked instruction only
     // delays it (a failed CAS costs what the load would have saved).
-    return s < v.capacity && try_claim_in(v, s, me, /*publish=*/true);
+    return s < v.capacity ? try_claim_in(v, s, me, /*publish=*/true) : 0;
   }
   // free(s) up to its waiter read: ALLOCATED(x) -CAS-> FREE (O3), the group
   // check (O4/O5), the waiter entries (O8).  The caller wakes (wake()) when
@@ -287,13 +310,16 @@ class slot_protocol {
   static constexpr std::uint64_t no_slot = ~std::uint64_t{0};
 
   // Out of line, so the fast path above needs few registers and no frame.
-  [[gnu::noinline]] std::uint64_t alloc_scan(std::int64_t timeout_ns, std::uint64_t start) {
-    std::uint64_t slot = 0;
-    if (claim_one(start, mo::acquire, slot) == claim_outcome::claimed) return slot;
-    if (timeout_ns == 0) return no_slot;
-    const bool ok =
-        wait_until_claimed(timeout_ns, [&](mo scan, waiter_ctx&) { return claim_one(start, scan, slot); });
-    return ok ? slot : no_slot;
+  [[gnu::noinline]] std::uint64_t alloc_scan(std::int64_t timeout_ns, std::uint64_t start,
+                                             std::uint64_t* generation = nullptr) {
+    claimed_slot got;
+    if (claim_one(start, mo::acquire, got) != claim_outcome::claimed) {
+      if (timeout_ns == 0) return no_slot;
+      if (!wait_until_claimed(timeout_ns, [&](mo scan, waiter_ctx&) { return claim_one(start, scan, got); }))
+        return no_slot;
+    }
+    if (generation != nullptr) *generation = got.generation;
+    return got.slot;
   }
 
   // Claims n slots or none.  n must be 1..capacity (the handle checks).
@@ -319,28 +345,55 @@ class slot_protocol {
 
   // Frees slot s only if it is ALLOCATED(owner), owner is this process, and
   // (generation != 0) the slot's allocs equals generation: the allocation a
-  // guard or a checked free was given, and no later one.  The generation is
-  // checked before the CAS (cheap refusal) and after it (O11): if another
-  // allocation of ours took the slot in between, its word is restored.
+  // guard or a checked free was given, and no later one.
+  //
+  // C1 (the checked free changes the word only to free it): the word cannot
+  // carry the generation, so between reading "ALLOCATED(me), generation g"
+  // and the CAS, a plain free and a re-claim by THIS process (the only one
+  // that can write ALLOCATED(me)) would make the CAS free a later
+  // allocation.  The gate closes that window without touching the word:
+  //   checked free: raise gate (O14) ; read word (O11), allocs ; CAS ; lower (O16)
+  //   claimant:     claim CAS (O1) ; read gate (O15) ; [wait] ; count ; publish
+  // All four of O14, O11, O1, O15 are seq_cst: either the claimant reads the
+  // raised gate and publishes only after it is lowered (the CAS meanwhile
+  // sees CLAIMING and fails), or its claim precedes the word read, which
+  // then sees CLAIMING, or ALLOCATED(me) with allocs > g (acquire of O2).
+  // The gate is this process's own memory (P::checked_free_gate): another
+  // process never waits on it, and a fork child starts with it lowered.
   bool free_if_held(std::uint64_t s, std::uint64_t owner, std::uint64_t generation) {
     if (P::self_identity() != owner) return false;  // e.g. a guard copied into a fork child
     const std::uint64_t held = make_slot_word(slot_state::allocated, owner);
+    auto& gate = P::checked_free_gate(s);
+#if defined(SHMPOOL_MUTANT_CHECKED_FREE_TRANSIENT)
+    (void)gate;
+    // Defect (the design before C1): mark RELEASING(me), re-check, restore
+    // with a plain store: the word changes although nothing is freed.
     std::uint64_t cur = P::load(v_.meta[s].word, mo::acquire);
     if (cur != held) return false;
     if (generation != 0 && P::load(v_.meta[s].allocs, mo::acquire) != generation) return false;
     const std::uint64_t deciding = make_slot_word(slot_state::releasing, owner);
-    if (!P::cas(v_.meta[s].word, cur, deciding, O::checked_mark)) return false;
+    if (!P::cas(v_.meta[s].word, cur, deciding, mo::acquire)) return false;
     if (generation != 0 && P::load(v_.meta[s].allocs, mo::relaxed) != generation) {
-      P::store(v_.meta[s].word, held, mo::relaxed);  // another allocation of ours: untouched
+      P::store(v_.meta[s].word, held, mo::relaxed);
       return false;
     }
     P::crash_point(crash_site::free_marked);
-    // Only we write RELEASING(me) (I3) -- but reset may take it: then it is not ours to free.
     std::uint64_t expected = deciding;
-    if (!P::cas(v_.meta[s].word, expected, std::uint64_t{0}, O::release)) return false;  // O3
+    if (!P::cas(v_.meta[s].word, expected, std::uint64_t{0}, O::release)) return false;
+    const bool freed = true;
+#else
+    P::fetch_add(gate, std::uint32_t{1}, O::gate_raise);  // O14
+    std::uint64_t cur = P::load(v_.meta[s].word, O::checked_read);  // O11
+    const bool freed = cur == held &&
+                       (generation == 0 || P::load(v_.meta[s].allocs, mo::acquire) == generation) &&
+                       P::cas(v_.meta[s].word, cur, std::uint64_t{0}, O::release);  // O3
+    P::fetch_sub(gate, std::uint32_t{1}, O::gate_lower);  // O16
+    if (!freed) return false;
+#endif
+    P::crash_point(crash_site::free_done);
     after_free(s);
     wake_waiters();
-    return true;
+    return freed;
   }
 
   // Frees each allocated slot of the batch, then wakes once.
@@ -395,8 +448,10 @@ class slot_protocol {
       after_free(s);
     }
     repair_group_marks();
-    clear_dead_waiters();
-    wake_waiters();
+    // I7: reset takes every entry; a live waiter whose entry it took is
+    // woken by the bump below and registers again (wait_until_claimed).
+    for (unsigned k = 0; k < waiter_slots; ++k) P::store(v_.control->waiter[k], std::uint64_t{0}, mo::seq_cst);
+    wake(v_);
   }
 
   // Frees every slot whose word names `pid` of this pid namespace, live or
@@ -418,24 +473,67 @@ class slot_protocol {
       ++freed;
     }
     if (freed != 0) P::fetch_add(v_.control->recoveries, std::uint64_t{freed}, mo::relaxed);
-    wake_waiters();
+    // I7: the entries naming pid go with its slots (an image before exec
+    // left them: the same identity).  A live waiter among them is woken by
+    // the bump and registers again.
+#if !defined(SHMPOOL_MUTANT_EXEC_WAITERS_KEPT)
+    for (unsigned k = 0; k < waiter_slots; ++k) {
+      std::uint64_t id = P::load(v_.control->waiter[k], mo::acquire);
+      if (id != 0 && platform::identity_pid(id) == pid &&
+          platform::identity_ns_tag(id) == platform::identity_ns_tag(me))
+        P::cas(v_.control->waiter[k], id, std::uint64_t{0}, mo::seq_cst);
+    }
+#endif
+    wake(v_);
     return freed;
   }
 
   // I7: a waiter killed while registered leaves its entry behind; clear
   // every entry whose identity is certainly dead (or that names no process:
-  // pid 0 is never an identity's, e.g. an older format's waiter count).
-  // Returns the entries cleared.
+  // pid 0 is never an identity's, e.g. an older format's waiter count), and
+  // every entry naming this process that no thread of this image holds (an
+  // image before exec left it: exec keeps the identity, P1/I7).  Returns the
+  // entries cleared.
   std::size_t clear_dead_waiters() {
     std::size_t cleared = 0;
+    const std::uint64_t me = P::self_identity();
+    bool mine_seen = false;
     for (unsigned k = 0; k < waiter_slots; ++k) {
       std::uint64_t id = P::load(v_.control->waiter[k], mo::acquire);
       if (id == 0) continue;
+      if (id == me) {
+        mine_seen = true;
+        continue;
+      }
       if (platform::identity_pid(id) != 0 && !P::certainly_dead(id)) continue;
       if (P::cas(v_.control->waiter[k], id, std::uint64_t{0}, mo::relaxed)) ++cleared;
     }
+#if !defined(SHMPOOL_MUTANT_EXEC_WAITERS_KEPT)
+    if (mine_seen) cleared += clear_entries_of_earlier_image(me);
+#endif
     return cleared;
   }
+
+  // I7 after exec: entries naming this identity are this image's only while
+  // a thread of it waits.  The image's waiter count (P::image_waiters, this
+  // process's memory, zero after exec and in a fork child) is raised before
+  // a thread takes an entry and lowered after it gives it back; holding it
+  // at "closed" (< 0) while clearing means no thread of this image holds or
+  // takes an entry meanwhile.  When a thread of this image waits, nothing is
+  // cleared (the count is not 0): conservative, retried at the next call.
+  std::size_t clear_entries_of_earlier_image(std::uint64_t me) {
+    auto& image = P::image_waiters();
+    int idle = 0;
+    if (!P::cas(image, idle, image_closed, mo::seq_cst)) return 0;
+    std::size_t cleared = 0;
+    for (unsigned k = 0; k < waiter_slots; ++k) {
+      std::uint64_t id = me;
+      if (P::cas(v_.control->waiter[k], id, std::uint64_t{0}, mo::seq_cst)) ++cleared;
+    }
+    P::store(image, 0, mo::seq_cst);
+    return cleared;
+  }
+  static constexpr int image_closed = -(1 << 30);
 
   // ---- status --------------------------------------------------------------
   bool is_allocated(std::uint64_t slot) const {
@@ -488,7 +586,15 @@ class slot_protocol {
     for (std::uint64_t s = 0; s < v_.capacity; ++s) {
       const std::uint64_t a = P::load(v_.meta[s].allocs, mo::acquire);
       const slot_state st = state_of(P::load(v_.meta[s].word, mo::acquire));
+      // CLAIMING counts as outstanding too: a claimant between its count
+      // and its publish has raised allocs for an allocation not yet freed
+      // (I6), so a FREE-looking reading would put frees one ahead, and the
+      // mark would keep it there (C3: a bound, never ahead).
+#if defined(SHMPOOL_MUTANT_FREES_AHEAD_OF_CLAIM)
       const bool outstanding = st == slot_state::allocated || st == slot_state::releasing;
+#else
+      const bool outstanding = st != slot_state::free;
+#endif
       c.allocs += a;
       bound += outstanding && a != 0 ? a - 1 : a;
     }
@@ -505,6 +611,11 @@ class slot_protocol {
     for (std::uint64_t g = 0; g < groups_; ++g) {
       const std::uint64_t m = P::load(v_.groups[g].mark, mo::acquire);
       if (m == 0) continue;
+      if (is_tentative_mark(m)) {
+        problems.push_back("group " + std::to_string(g) +
+                           " has a tentative mark (a scanner stopped or killed between its mark and its confirm)");
+        continue;
+      }
       if (m != group_full) {
         problems.push_back("group " + std::to_string(g) + " has a malformed mark");
         continue;
@@ -515,6 +626,7 @@ class slot_protocol {
                            " is free");
     }
     for (std::uint64_t s = 0; s < v_.capacity; ++s) check_slot(s, problems);
+    check_waiters(problems);
     return problems;
   }
 
@@ -539,7 +651,11 @@ class slot_protocol {
   // Claims the first FREE slot found from the hint `start` (a slot index),
   // skipping groups marked full; marks a group it found full (G).
   // FREE -CAS-> CLAIMING(me) -> ALLOCATED(me).
-  claim_outcome claim_one(std::uint64_t start, mo scan, std::uint64_t& slot) {
+  struct claimed_slot {
+    std::uint64_t slot = 0;
+    std::uint64_t generation = 0;  // C2: the generation this claim counted
+  };
+  claim_outcome claim_one(std::uint64_t start, mo scan, claimed_slot& slot) {
     const std::uint64_t me = P::self_identity();
     bool in_flux = false;
     if (start >= v_.capacity) start = 0;
@@ -573,12 +689,12 @@ class slot_protocol {
   }
 
   // Tries every FREE word of slots [s, stop); notes RELEASING ones.
-  bool claim_in(std::uint64_t s, std::uint64_t stop, std::uint64_t me, mo scan, bool& flux, std::uint64_t& slot) {
+  bool claim_in(std::uint64_t s, std::uint64_t stop, std::uint64_t me, mo scan, bool& flux, claimed_slot& slot) {
     for (std::uint64_t t = s; t < stop; ++t) {
       const std::uint64_t w = P::load(v_.meta[t].word, scan);
       if (w == 0) {
-        if (try_claim(t, me, /*publish=*/true)) {
-          slot = t;
+        if (const std::uint64_t g = try_claim(t, me, /*publish=*/true)) {
+          slot = {t, g};
           return true;
         }
       } else if (state_of(w) == slot_state::releasing) {
@@ -588,11 +704,24 @@ class slot_protocol {
     return false;
   }
 
-  // G: stores the mark, then re-reads the group.  True when the re-read
-  // found a FREE or RELEASING word: the mark is undone and waiters woken
-  // (one may have skipped the group on the transient mark).
+  // G: stores a tentative mark with a token of its own (O6), re-reads the
+  // group (O7), then confirms it: token -CAS-> GROUP_FULL (O17).  True when
+  // the re-read found a FREE or RELEASING word: the mark is undone and
+  // waiters woken.  P1: a scanner stopped anywhere in here hides nothing:
+  // a tentative mark is scanned as no mark, and the confirm succeeds only
+  // if no freer cleared the token since O6 (a freer whose CAS came after the
+  // re-read passed its slot clears the mark after O6, so before or after
+  // the confirm).  A unique token per attempt: a scanner stopped before its
+  // confirm must not confirm a later scanner's tentative mark.
   bool mark_group_full(std::uint64_t g) {
-    P::store(v_.groups[g].mark, group_full, O::group_mark);  // O6
+#if defined(SHMPOOL_MUTANT_MARK_BLOCKS_WHEN_STOPPED)
+    // Defect (format 3's mark): GROUP_FULL at once, before the re-read.
+    const std::uint64_t token = group_full;
+#else
+    const std::uint64_t token =
+        group_marking | (P::fetch_add(v_.control->mark_seq, std::uint64_t{1}, mo::relaxed) & ~group_marking);
+#endif
+    P::store(v_.groups[g].mark, token, O::group_mark);  // O6
     P::crash_point(crash_site::group_marked);
     for (std::uint64_t t = group_begin(g); t < group_end(g); ++t) {
       const std::uint64_t w = P::load(v_.meta[t].word, O::mark_reread);  // O7
@@ -602,6 +731,8 @@ class slot_protocol {
         return true;
       }
     }
+    std::uint64_t expected = token;
+    if (token != group_full) P::cas(v_.groups[g].mark, expected, group_full, O::mark_confirm);  // O17
     return false;
   }
 
@@ -673,31 +804,49 @@ class slot_protocol {
     return in_flux ? claim_outcome::in_flux : claim_outcome::full;
   }
 
-  // One slot: FREE -CAS-> CLAIMING(me) [-> ALLOCATED(me)].
-  bool try_claim(std::uint64_t s, std::uint64_t me, bool publish) { return try_claim_in(v_, s, me, publish); }
-  [[gnu::always_inline]] static bool try_claim_in(const pool_view<P>& v, std::uint64_t s, std::uint64_t me, bool publish) {
+  // One slot: FREE -CAS-> CLAIMING(me) [-> ALLOCATED(me)].  Returns 0 when
+  // not claimed; else the claim's generation (publish) or 1 (no publish).
+  std::uint64_t try_claim(std::uint64_t s, std::uint64_t me, bool publish) {
+    return try_claim_in(v_, s, me, publish);
+  }
+  [[gnu::always_inline]] static std::uint64_t try_claim_in(const pool_view<P>& v, std::uint64_t s,
+                                                           std::uint64_t me, bool publish) {
     std::uint64_t expected = 0;
 #if defined(SHMPOOL_MUTANT_OWNER_AFTER_CLAIM)
     // Defect: claim anonymously and name the owner later (the seed's window).
-    if (!P::cas(v.meta[s].word, expected, make_slot_word(slot_state::claiming, 0), O::claim)) return false;
+    if (!P::cas(v.meta[s].word, expected, make_slot_word(slot_state::claiming, 0), O::claim)) return 0;
     P::crash_point(crash_site::alloc_claimed);
     P::store(v.meta[s].word, make_slot_word(slot_state::claiming, me), mo::relaxed);
 #else
-    if (!P::cas(v.meta[s].word, expected, make_slot_word(slot_state::claiming, me), O::claim)) return false;  // O1
+    if (!P::cas(v.meta[s].word, expected, make_slot_word(slot_state::claiming, me), O::claim)) return 0;  // O1
     P::crash_point(crash_site::alloc_claimed);
 #endif
-    if (publish) publish_claim_in(v, s, me);
-    return true;
+    return publish ? publish_claim_in(v, s, me) : 1;
   }
 
   // CLAIMING(me) -> ALLOCATED(me), counting the allocation first (I6).
-  void publish_claim(std::uint64_t s, std::uint64_t me) { publish_claim_in(v_, s, me); }
-  [[gnu::always_inline]] static void publish_claim_in(const pool_view<P>& v, std::uint64_t s, std::uint64_t me) {
+  // Returns the generation counted (C2).
+  std::uint64_t publish_claim(std::uint64_t s, std::uint64_t me) { return publish_claim_in(v_, s, me); }
+  [[gnu::always_inline]] static std::uint64_t publish_claim_in(const pool_view<P>& v, std::uint64_t s,
+                                                               std::uint64_t me) {
+    // C1: no ALLOCATED(me) may appear while a checked free of this process
+    // stands between its word read and its CAS on this slot (that CAS would
+    // free the new allocation).  O15 follows O1: see free_if_held.
+    if (P::load(P::checked_free_gate(s), O::gate_read) != 0) [[unlikely]]  // O15
+      wait_for_checked_frees(s);
     // Only the claimant writes allocs (I3), so load+store suffices; release:
     // a stats() that reads the new count then reads a word no older (I6).
-    P::store(v.meta[s].allocs, P::load(v.meta[s].allocs, mo::relaxed) + 1, mo::release);
+    const std::uint64_t generation = P::load(v.meta[s].allocs, mo::relaxed) + 1;
+    P::store(v.meta[s].allocs, generation, mo::release);
     P::store(v.meta[s].word, make_slot_word(slot_state::allocated, me), O::publish);  // O2
     P::crash_point(crash_site::alloc_published);
+    return generation;
+  }
+  // C1's wait: a checked free of this process holds the gate of this slot's
+  // bucket for a few instructions (no system call, no wait inside).  Only
+  // threads of this process wait here; a stopped process stops them all.
+  [[gnu::noinline, gnu::cold]] static void wait_for_checked_frees(std::uint64_t s) {
+    while (P::load(P::checked_free_gate(s), O::gate_read) != 0) P::cpu_relax();
   }
 
   // ALLOCATED(x) -CAS-> FREE, then the group check.  False if not allocated.
@@ -770,6 +919,27 @@ class slot_protocol {
     return anyone != 0;
   }
 
+  bool entry_free() const {
+    for (unsigned k = 0; k < waiter_slots; ++k)
+      if (P::load(v_.control->waiter[k], mo::relaxed) == 0) return true;
+    return false;
+  }
+  // I7: this thread counts in its image's waiters before it takes an entry;
+  // waits while clear_entries_of_earlier_image holds the count closed (a
+  // few loads and CASes of the pool's waiter line, no system call).
+  static void join_image_waiters() {
+    auto& image = P::image_waiters();
+    int n = P::load(image, mo::seq_cst);
+    for (;;) {
+      if (n < 0) {
+        P::cpu_relax();
+        n = P::load(image, mo::seq_cst);
+        continue;
+      }
+      if (P::cas(image, n, n + 1, mo::seq_cst)) return;
+    }
+  }
+
   // Takes a free waiter entry (O9, I7); -1 when all are taken.
   int register_waiter(std::uint64_t me) {
     for (unsigned k = 0; k < waiter_slots; ++k) {
@@ -786,13 +956,24 @@ class slot_protocol {
   bool wait_until_claimed(std::int64_t timeout_ns, Attempt&& attempt) {
     const std::int64_t deadline = timeout_ns < 0 ? -1 : P::now_ns() + timeout_ns;
     P::fetch_add(v_.control->waits, std::uint64_t{1}, mo::relaxed);
+    const std::uint64_t me = P::self_identity();
+    // Every entry taken: some may be left by the dead or by this identity's
+    // earlier image (I7); clear those before this thread joins the image's
+    // waiters (after that, its own ticket keeps the image's entries).
+    if (!entry_free()) clear_dead_waiters();
+    join_image_waiters();
     waiter_ctx self;
-    self.entry = register_waiter(P::self_identity());  // O9
+    self.entry = register_waiter(me);  // O9
     P::crash_point(crash_site::wait_registered);
     std::int64_t poll_ns = 50'000;  // in-flux poll, doubling to 10 ms
     bool claimed = false;
     for (;;) {
       self.seq = P::load(v_.control->wake_seq, O::wake_read);  // O13
+      // Unregistered, or reset()/release_owner() took the entry (they bump
+      // wake_seq after, so a sleeper wakes and gets here): register again
+      // before the scan (W1).
+      if (self.entry < 0 || P::load(v_.control->waiter[self.entry], mo::seq_cst) != me)
+        self.entry = register_waiter(me);  // O9
       const claim_outcome got = attempt(O::waiter_scan, self);  // O10
       if (got == claim_outcome::claimed) {
         claimed = true;
@@ -810,9 +991,29 @@ class slot_protocol {
       }
       P::futex_wait(v_.control->wake_seq, self.seq, wait_ns);
     }
-    if (self.entry >= 0) P::store(v_.control->waiter[self.entry], std::uint64_t{0}, mo::relaxed);
+    if (self.entry >= 0) {
+      std::uint64_t mine = me;  // not a store: the entry may have been taken from us and given to another
+      P::cas(v_.control->waiter[self.entry], mine, std::uint64_t{0}, mo::relaxed);
+    }
+    P::fetch_sub(P::image_waiters(), 1, mo::seq_cst);
     if (!claimed) P::fetch_add(v_.control->timeouts, std::uint64_t{1}, mo::relaxed);
     return claimed;
+  }
+
+  // I7: every entry names a process that may be waiting; report the rest.
+  void check_waiters(std::vector<std::string>& problems) const {
+    const std::uint64_t me = P::self_identity();
+    for (unsigned k = 0; k < waiter_slots; ++k) {
+      const std::uint64_t id = P::load(v_.control->waiter[k], mo::acquire);
+      if (id == 0) continue;
+      const std::string at = "waiter entry " + std::to_string(k) + ": ";
+      if (platform::identity_pid(id) == 0)
+        problems.push_back(at + "malformed (names no process)");
+      else if (id == me && P::load(P::image_waiters(), mo::acquire) == 0)
+        problems.push_back(at + "names this process, but no thread of it waits (left by an image before exec)");
+      else if (id != me && P::certainly_dead(id))
+        problems.push_back(at + "names pid " + std::to_string(platform::identity_pid(id)) + ", which is gone");
+    }
   }
 
   void check_slot(std::uint64_t s, std::vector<std::string>& problems) const {

@@ -14,9 +14,27 @@ namespace shmpool::platform {
 // Crash-point build: counts hits; the Nth raises SIGKILL.  N comes from
 // arm_crash_point(N), or from SHMPOOL_CRASH_AT=N at the first hit.
 void crash_point_hit(crash_site site) noexcept;
-void arm_crash_point(std::uint64_t nth) noexcept;  // 0 disarms; resets the count
+// What the Nth hit does: SIGKILL (the crash sweep), or SIGSTOP to itself
+// (the suspension sweep: a stopped process is alive and holds what it
+// holds; after SIGCONT it runs on).  SHMPOOL_CRASH_ACTION=stop selects the
+// latter where the point comes from SHMPOOL_CRASH_AT.
+enum class crash_action : std::uint8_t { kill, stop };
+void arm_crash_point(std::uint64_t nth, crash_action action = crash_action::kill) noexcept;  // 0 disarms; resets the count
+crash_site last_crash_site() noexcept;              // the site of the most recent hit
 std::uint64_t crash_points_hit() noexcept;         // hits since arming
 #endif
+
+// This process image's own protocol state, never in a mapping (slot_protocol
+// C1 and I7).  One page of its own, wiped in a fork child (MADV_WIPEONFORK,
+// or a fork handler where the kernel lacks it): the child is another
+// identity, and a gate held by a parent's thread that the child does not
+// have must not stand in the child.  exec starts a new image at zero.
+struct alignas(4096) process_gates {
+  static constexpr unsigned checked_free_buckets = 64;
+  std::atomic<std::uint32_t> checked_frees[checked_free_buckets];  // C1: by slot index mod 64
+  alignas(64) std::atomic<int> image_waiters;                      // I7: this image's registered waiters
+};
+extern process_gates g_process_gates;
 
 struct linux_platform {
   template <class T>
@@ -75,6 +93,11 @@ struct linux_platform {
     crash_point_hit(site);
 #endif
   }
+
+  static atomic<std::uint32_t>& checked_free_gate(std::uint64_t slot) noexcept {
+    return g_process_gates.checked_frees[slot % process_gates::checked_free_buckets];
+  }
+  static atomic<int>& image_waiters() noexcept { return g_process_gates.image_waiters; }
 
   static void cpu_relax() noexcept {
 #if defined(__x86_64__) || defined(__i386__)

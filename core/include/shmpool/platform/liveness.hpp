@@ -25,6 +25,15 @@
 //   offset (/proc/self/timens_offsets).  Identities store the value minus the
 //   recorder's offset, and a reader subtracts its own offset before comparing;
 //   both floor to clock ticks, so equal processes may differ by one tick.
+//   The reader's namespace can change under it (setns(CLONE_NEWTIME) moves a
+//   single-threaded caller), so the offset is cached with the namespace it
+//   was read in (its inode number), and every judgement first checks which
+//   namespace the calling thread is in now (one readlink): an offset is used
+//   only in its own namespace.  When the offset of the current namespace
+//   cannot be read (timens_offsets describes the children's namespace after
+//   unshare(CLONE_NEWTIME), or reads empty once the leader called
+//   pthread_exit), the verdict is "maybe alive".  The own identity needs no
+//   refresh: it is normalised, so it names the process in every namespace.
 //
 // OWN IDENTITY
 //   Computed at library load and cached in a page marked MADV_WIPEONFORK: a
@@ -121,12 +130,12 @@ struct proc_liveness {
   static bool cache_wiped_on_fork() noexcept;
 
   // The per-process cache.  One page of its own, zero-initialised: all zeros
-  // means "nothing known", which is what a fork child reads.
+  // means "nothing known", which is what a fork child reads.  (The boot-time
+  // offset is not here: it is kept with the time namespace it belongs to,
+  // which tells a fork child's namespace from its parent's; liveness.cpp.)
   struct alignas(4096) self_cache {
     std::atomic<std::uint64_t> identity{0};     // 0: not computed
     std::atomic<std::uint64_t> ns_tag{0};       // tag | known_bit; 0: not computed
-    std::atomic<std::int64_t> boot_offset{0};   // ticks; valid once offset_known
-    std::atomic<std::uint32_t> offset_known{0};
     std::atomic<std::uint32_t> proc_is_ours{0};  // 1 ours, 2 another namespace's; 0 unknown
   };
   static self_cache cache_;
