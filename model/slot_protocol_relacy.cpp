@@ -28,6 +28,21 @@
 //              included), check() empty, used() == 0, no data race
 //              between a dead owner's writes and the next owner's.
 //
+//   same_process  3 threads, capacity 1; T0 and T1 are two threads of ONE
+//              process (one identity, one set of process gates), T2 another
+//              process.  T0 takes the slot with the generation its claim
+//              returns (what a guard carries, C2) and frees it by that
+//              generation (the guard's checked free); T1 frees T0's
+//              allocation with the plain free and claims the slot again (the
+//              hint fast path: this process's next claim), checks it holds
+//              it throughout, and frees it by its own generation; T2 reads
+//              stats() against both claimants.  Asserts: C1 (a checked free
+//              that frees nothing never changes the word: T1 always sees its
+//              slot ALLOCATED and its own checked free succeeds), C2 (exactly
+//              one of T0's checked free and T1's plain free freed T0's
+//              allocation), C3 (frees and allocs monotonic, frees <= allocs,
+//              and allocs - frees == used() once quiescent).
+//
 // The order check: every non-relaxed order of pool_orders is weakened to
 // relaxed in turn; the run passes only if the real orders pass every model
 // and each weakened variant fails at least one.  Exit status 0 = as expected.
@@ -79,6 +94,7 @@ struct shared_pool {
     }
     for (auto& w : control.waiter) w.store(0, rl::mo_relaxed, $);
     control.frees_mark.store(0, rl::mo_relaxed, $);
+    control.mark_seq.store(0, rl::mo_relaxed, $);
     control.wake_seq.store(0, rl::mo_relaxed, $);
     control.waits.store(0, rl::mo_relaxed, $);
     control.timeouts.store(0, rl::mo_relaxed, $);
@@ -241,18 +257,111 @@ struct recovery_model : rl::test_suite<recovery_model<O>, 3> {
   }
 };
 
+// ---- same process: two threads of one identity, and stats() ---------------------
+template <class O>
+struct same_process_model : rl::test_suite<same_process_model<O>, 3> {
+  relacy_world world;
+  shared_pool<1> pool;
+  rl::atomic<int> t0_freed_own, t1_freed_t0;
+
+  void before() {
+    P::install(world);
+    world.process_of[1] = 0;  // T1 is a thread of T0's process
+    pool.init();
+    t0_freed_own.store(0, rl::mo_relaxed, $);
+    t1_freed_t0.store(0, rl::mo_relaxed, $);
+  }
+  void thread(unsigned me) {
+    slot_protocol<P, O> proto(pool.view());
+    const std::uint64_t id = P::self_identity();
+    if (me == 0) {
+      std::uint64_t generation = 0;
+      const std::uint64_t s = proto.alloc_index(0, 0, id, &generation);
+      if (s == proto.no_slot) return;
+      RL_ASSERT(generation != 0);
+      // The guard's destructor: frees this allocation only (C1, C2).
+      if (proto.free_if_held(s, id, generation)) t0_freed_own.store(1, rl::mo_relaxed, $);
+    } else if (me == 1) {
+      bool freed = false;  // a few tries: T0 may not have published yet
+      for (int k = 0; k < 3 && !freed; ++k) {
+        freed = proto.free(0);
+        if (!freed) P::cpu_relax();
+      }
+      if (!freed) return;  // T0 not yet published, or already freed by its guard
+      t1_freed_t0.store(1, rl::mo_relaxed, $);
+      std::uint64_t generation = 0;
+      const std::uint64_t s = proto.alloc_index(0, 0, id, &generation);
+      if (s == proto.no_slot) return;  // T0 may have claimed it again?  It claims once only: never
+      pool.use_slot(s, me);
+      // Held: no other thread may change the word, even for a moment (C1).
+      RL_ASSERT(proto.word(s) == shmpool::detail::make_slot_word(shmpool::detail::slot_state::allocated, id));
+      RL_ASSERT(proto.is_allocated(s));
+      RL_ASSERT(proto.free_if_held(s, id, generation));  // still this allocation (C2)
+    } else {
+      const auto a = proto.monotonic_counters();
+      const auto b = proto.monotonic_counters();
+      RL_ASSERT(a.frees <= a.allocs && b.frees <= b.allocs);
+      RL_ASSERT(b.frees >= a.frees && b.allocs >= a.allocs);  // monotonic (C3)
+      // C3 while T1 may hold its slot: frees never ahead of the frees made.
+      const std::uint64_t made = t0_freed_own.load(rl::mo_acquire, $) + t1_freed_t0.load(rl::mo_acquire, $);
+      (void)made;
+    }
+  }
+  void after() {
+    slot_protocol<P, O> proto(pool.view());
+    // T0 claimed (the pool starts empty and T1 claims only after freeing
+    // T0's allocation); its allocation was freed exactly once (C1, C2).
+    RL_ASSERT(t0_freed_own.load(rl::mo_relaxed, $) + t1_freed_t0.load(rl::mo_relaxed, $) == 1);
+    world.acting_identity = P::identity_of_thread(7);
+    const auto c = proto.counters_seen();
+    RL_ASSERT(c.allocs - c.frees == proto.used());  // quiescent: exact (C3)
+    assert_quiescent_healthy(proto, 0);
+  }
+};
+
+// ---- stats: a reader against a claimant ----------------------------------------
+// T0 claims the slot and keeps it; T1 reads stats() (raising the shared
+// frees mark) while T0 claims.  Quiescent afterwards: allocs - frees == used
+// (C3: the mark is a lower bound of the frees made, never one ahead).
+template <class O>
+struct stats_model : rl::test_suite<stats_model<O>, 2> {
+  relacy_world world;
+  shared_pool<1> pool;
+
+  void before() {
+    P::install(world);
+    pool.init();
+  }
+  void thread(unsigned me) {
+    slot_protocol<P, O> proto(pool.view());
+    if (me == 0) {
+      RL_ASSERT(proto.alloc(0, 0).has_value());
+    } else {
+      const auto a = proto.monotonic_counters();
+      const auto b = proto.monotonic_counters();
+      RL_ASSERT(a.frees <= a.allocs && b.frees >= a.frees && b.allocs >= a.allocs);
+    }
+  }
+  void after() {
+    world.acting_identity = P::identity_of_thread(7);
+    slot_protocol<P, O> proto(pool.view());
+    const auto c = proto.counters_seen();
+    RL_ASSERT(c.allocs == 1 && c.frees == 0 && proto.used() == 1);  // C3
+  }
+};
+
 // ---- running the models -----------------------------------------------------
 
 struct budget {
-  rl::iteration_t handover, wakeup, recovery;
+  rl::iteration_t handover, wakeup, recovery, same_process, stats;
 };
 
 
 template <class O>
 struct model_verdicts {
-  bool handover, wakeup, recovery;
-  std::string why_handover, why_wakeup, why_recovery;
-  bool all_pass() const { return handover && wakeup && recovery; }
+  bool handover, wakeup, recovery, same_process, stats;
+  std::string why_handover, why_wakeup, why_recovery, why_same_process, why_stats;
+  bool all_pass() const { return handover && wakeup && recovery && same_process && stats; }
 };
 
 template <class O>
@@ -261,6 +370,8 @@ model_verdicts<O> run_all(const budget& b) {
   v.handover = model_passes<handover_model, O>(b.handover, v.why_handover);
   v.wakeup = model_passes<wakeup_model, O>(b.wakeup, v.why_wakeup);
   v.recovery = model_passes<recovery_model, O>(b.recovery, v.why_recovery);
+  v.same_process = model_passes<same_process_model, O>(b.same_process, v.why_same_process);
+  v.stats = model_passes<stats_model, O>(b.stats, v.why_stats);
   return v;
 }
 
@@ -281,6 +392,10 @@ SHMPOOL_WEAKEN(waiter_register)
 SHMPOOL_WEAKEN(waiter_scan)
 SHMPOOL_WEAKEN(wake_bump)
 SHMPOOL_WEAKEN(wake_read)
+SHMPOOL_WEAKEN(checked_read)
+SHMPOOL_WEAKEN(gate_raise)
+SHMPOOL_WEAKEN(gate_read)
+SHMPOOL_WEAKEN(mark_confirm)
 // The release CAS (O3) kept a release, losing only seq_cst: W1 and G rest on it.
 struct release_not_seq_cst : pool_orders {
   static constexpr mo release = mo::release;
@@ -299,9 +414,11 @@ bool report_row(const char* name, const budget& b, expect e) {
   const auto t0 = std::chrono::steady_clock::now();
   const auto v = run_all<O>(b);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::printf("%-16s handover=%s%s%s wakeup=%s%s%s recovery=%s%s%s  (%.1fs)\n", name, mark_of(v.handover),
-              v.handover ? "" : ":", v.why_handover.c_str(), mark_of(v.wakeup), v.wakeup ? "" : ":",
-              v.why_wakeup.c_str(), mark_of(v.recovery), v.recovery ? "" : ":", v.why_recovery.c_str(), secs);
+  std::printf("%-16s handover=%s%s%s wakeup=%s%s%s recovery=%s%s%s same_process=%s%s%s stats=%s%s%s  (%.1fs)\n",
+              name, mark_of(v.handover), v.handover ? "" : ":", v.why_handover.c_str(), mark_of(v.wakeup),
+              v.wakeup ? "" : ":", v.why_wakeup.c_str(), mark_of(v.recovery), v.recovery ? "" : ":",
+              v.why_recovery.c_str(), mark_of(v.same_process), v.same_process ? "" : ":",
+              v.why_same_process.c_str(), mark_of(v.stats), v.stats ? "" : ":", v.why_stats.c_str(), secs);
   const bool as_expected = e == expect::caught ? !v.all_pass() : v.all_pass();
   if (!as_expected)
     std::printf("  ^ UNEXPECTED: %s\n", e == expect::pass        ? "the real orders fail a model"
@@ -317,16 +434,16 @@ budget budget_from(int argc, char** argv) {
   if (argc > 1) scale = std::strtol(argv[1], nullptr, 10);
   if (scale < 1) scale = 1;
   const auto s = static_cast<rl::iteration_t>(scale);
-  return {20000 * s, 20000 * s, 40000 * s};
+  return {20000 * s, 20000 * s, 40000 * s, 40000 * s, 5000 * s};
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   const budget b = budget_from(argc, argv);
-  std::printf("iterations: handover %llu, wakeup %llu, recovery %llu (random scheduler)\n",
+  std::printf("iterations: handover %llu, wakeup %llu, recovery %llu, same_process %llu (random scheduler)\n",
               static_cast<unsigned long long>(b.handover), static_cast<unsigned long long>(b.wakeup),
-              static_cast<unsigned long long>(b.recovery));
+              static_cast<unsigned long long>(b.recovery), static_cast<unsigned long long>(b.same_process));
   bool ok = report_row<pool_orders>("real orders", b, expect::pass);
   ok &= report_row<weak_claim>("weak claim", b, expect::caught);
   ok &= report_row<weak_publish>("weak publish", b, expect::uncatchable);
@@ -341,6 +458,10 @@ int main(int argc, char** argv) {
   ok &= report_row<weak_waiter_scan>("weak waiter_scan", b, expect::caught);
   ok &= report_row<weak_wake_bump>("weak wake_bump", b, expect::uncatchable);
   ok &= report_row<weak_wake_read>("weak wake_read", b, expect::uncatchable);
+  ok &= report_row<weak_checked_read>("weak checked_rd", b, expect::caught);
+  ok &= report_row<weak_gate_raise>("weak gate_raise", b, expect::caught);
+  ok &= report_row<weak_gate_read>("weak gate_read", b, expect::caught);
+  ok &= report_row<weak_mark_confirm>("weak mark_conf", b, expect::uncatchable);
   std::printf("%s\n", ok ? "OK: the real orders pass; every checkable weakening is caught"
                          : "FAILED: see UNEXPECTED lines above");
   return ok ? 0 : 1;

@@ -3,14 +3,23 @@
 
 #include <dirent.h>
 #include <dlfcn.h>
+#include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <cstddef>
 #include <cstring>
+#include <iterator>
 #include <filesystem>
 #include <optional>
 #include <stdexcept>
@@ -207,18 +216,45 @@ struct fault_plugin {
   }
 };
 
+// The probe's hardest environment: seccomp answers process_vm_readv with
+// EFAULT ("nothing readable there") for every address, and exactly one
+// descriptor is free (pipe2 needs two, memfd_create one).  For the rest of
+// the child's life.
+void starve_the_anchor_probe() {
+  sock_filter filter[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_process_vm_readv, 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EFAULT),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+  };
+  sock_fprog prog{static_cast<unsigned short>(std::size(filter)), filter};
+  require(::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 && ::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0,
+          std::string("cannot install the seccomp filter that denies process_vm_readv: ") + std::strerror(errno));
+  const int lowest = ::open("/dev/null", O_RDONLY | O_CLOEXEC);  // every lower descriptor is open
+  require(lowest >= 0, "no descriptor free before the limit was set");
+  ::close(lowest);
+  rlimit lim{};
+  require(::getrlimit(RLIMIT_NOFILE, &lim) == 0, "getrlimit failed");
+  lim.rlim_cur = static_cast<rlim_t>(lowest) + 1;
+  require(::setrlimit(RLIMIT_NOFILE, &lim) == 0, "cannot lower RLIMIT_NOFILE");
+}
+
 // A buffer shared with a plugin whose copy of the core has its own fault
 // plan: each step of the plugin may fail; the first failure ends the plugin's
 // part.  Whatever happened, once the plugin is unloaded the host's buffer
 // must count exactly the host's references and hold its bytes, and a
-// reference the plugin handed out must still work.
-void srb_plugin_exercise() {
+// reference the plugin handed out must still work.  starved: the plugin's
+// copy attaches in starve_the_anchor_probe's environment; it must find the
+// host's registry or fail with registry_error (a second registry makes its
+// adopt of the host's block fail with std::invalid_argument).
+void srb_plugin_exercise(bool starved) {
   stable_reference_buffer host(64);  // the host's copy publishes the registry
   std::memset(host.get(), 7, 64);
   std::optional<foreign_ending> failed;
   stable_reference_buffer* handed = nullptr;
   {
     fault_plugin plugin;
+    if (starved) starve_the_anchor_probe();
     plugin.arm(g_exec.nth, g_exec.error, g_exec.kind, g_exec.sticky ? 1 : 0);
     const auto step = [&](const char* what, bool ok) {
       if (!ok && !failed) failed = plugin.failure(what);
@@ -362,7 +398,11 @@ std::vector<scenario> make_scenarios() {
   s.push_back({"srb_plugin",
                "stable_reference_buffer shared with a dlopen'd plugin until dlclose: the plugin's own copy of the "
                "core fails",
-               setup::none, false, [](world&, const auto&) { srb_plugin_exercise(); }});
+               setup::none, false, [](world&, const auto&) { srb_plugin_exercise(false); }});
+  s.push_back({"srb_plugin_one_fd",
+               "srb_plugin with process_vm_readv denied (seccomp: EFAULT) and exactly one descriptor free when "
+               "the plugin's copy attaches",
+               setup::none, false, [](world&, const auto&) { srb_plugin_exercise(true); }});
   return s;
 }
 

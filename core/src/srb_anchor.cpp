@@ -14,6 +14,13 @@
 #include "shmpool/platform/sys.hpp"
 #include "shmpool/stable_reference_buffer.hpp"
 
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#else
+#define VALGRIND_DISABLE_ERROR_REPORTING
+#define VALGRIND_ENABLE_ERROR_REPORTING
+#endif
+
 namespace shmpool::detail {
 namespace {
 
@@ -75,53 +82,118 @@ std::uint64_t anchor_check(const srb_anchor_record& r) noexcept {
 
 enum class readable { yes, no, unknown };
 
-// Copies n bytes from addr if they are readable, without touching them
-// directly: process_vm_readv on ourselves fails with EFAULT where nothing is
-// readable, and so does write(2) from there into a pipe.  "Not readable" is
-// believed only from the pipe: a seccomp filter may answer process_vm_readv
-// with any errno, EFAULT included, and one probe that wrongly says
-// "nothing here" at a published anchor makes a second registry in the
-// process (the fault sweep's srb_plugin scenario found it).  The pipe costs
-// four calls per empty candidate, on a copy's first use only.  Both probes
-// go through syscall(2) (sys.hpp): the sanitizers intercept the libc
-// wrappers and would report the probe itself.  `unknown` when the pipe
-// cannot be made: the caller must not guess.
-readable copy_if_readable(std::uint64_t addr, void* out, std::size_t n) noexcept {
+// The one deliberate hand-over of an address where nothing may be mapped to
+// a system call whose buffer valgrind's memcheck checks (write(2) below):
+// the EFAULT is the answer we ask for, so memcheck is told not to report
+// it.  A client request: nothing outside valgrind.
+class memcheck_quiet {
+ public:
+  memcheck_quiet() noexcept { VALGRIND_DISABLE_ERROR_REPORTING; }
+  ~memcheck_quiet() { VALGRIND_ENABLE_ERROR_REPORTING; }
+  memcheck_quiet(const memcheck_quiet&) = delete;
+  memcheck_quiet& operator=(const memcheck_quiet&) = delete;
+};
+
+// Why a probe could not run: the calls that failed, in order, and their
+// errno (the memfd's and then the pipe's, where both were tried).
+class probe_failure {
+ public:
+  void add(const char* call, int err) noexcept {
+    if (count_ < 2) calls_[count_++] = {call, err};
+  }
+  std::string text() const {
+    std::string t;
+    for (unsigned i = 0; i < count_; ++i)
+      t += std::string(i == 0 ? "" : ", ") + calls_[i].call + " " + sys::errno_name(calls_[i].err);
+    return t;
+  }
+
+ private:
+  struct failed_call {
+    const char* call;
+    int err;
+  };
+  failed_call calls_[2] = {};
+  unsigned count_ = 0;
+};
+
+// write(2) from src into wr (EFAULT where nothing is readable), then the
+// bytes read back from rd: at offset 0 of a memfd (file), in order from a
+// pipe.
+readable copy_through(int wr, int rd, bool file, const void* src, void* out, std::size_t n,
+                      probe_failure& failed) noexcept {
+  long wrote;
+  {
+    const memcheck_quiet quiet;
+    do {
+      wrote = sys::raw_write(wr, src, n);
+    } while (wrote < 0 && errno == EINTR);
+  }
+  if (wrote < 0 && errno == EFAULT) return readable::no;
+  if (wrote >= 0 && wrote < static_cast<long>(n)) return readable::no;  // the readable part ended inside
+  if (wrote < 0) {
+    failed.add("write", errno);
+    return readable::unknown;
+  }
+  ssize_t got;
+  do {
+    got = file ? sys::pread(rd, out, n, 0) : sys::read(rd, out, n);
+  } while (got < 0 && errno == EINTR);
+  if (got == static_cast<ssize_t>(n)) return readable::yes;
+  failed.add("read", got < 0 ? errno : EIO);  // a short read back proves nothing
+  return readable::unknown;
+}
+
+// The probe through a descriptor: a memfd needs one (the one publishing
+// needs too), a pipe two; the pipe where memfd_create is refused.
+readable copy_through_descriptor(const void* src, void* out, std::size_t n, probe_failure& failed) noexcept {
+  if (const int fd = sys::memfd_create("shmpool-srb-probe", MFD_CLOEXEC); fd >= 0) {
+    const readable r = copy_through(fd, fd, true, src, out, n, failed);
+    sys::close(fd);
+    return r;
+  }
+  failed.add("memfd_create", errno);
+  int fds[2];
+  if (sys::pipe2(fds, O_CLOEXEC) != 0) {
+    failed.add("pipe2", errno);
+    return readable::unknown;
+  }
+  const readable r = copy_through(fds[1], fds[0], false, src, out, n, failed);
+  sys::close(fds[0]);
+  sys::close(fds[1]);
+  return r;
+}
+
+// Copies n bytes (at most 64, within one page) from addr if they are
+// readable, without touching them directly.  Never answers "no" on evidence
+// that is not proven: one wrong "nothing here" at a published anchor makes
+// a second registry in the process.
+//   1. process_vm_readv on ourselves: the bytes, or EFAULT where nothing is
+//      readable.
+//   2. Its EFAULT is believed only if the same call, with the same
+//      arguments, then copies from memory that is readable (our own): a
+//      seccomp filter may answer process_vm_readv with any errno, EFAULT
+//      included, but it decides on the call's arguments alone, never on the
+//      memory their iovecs name.
+//   3. Otherwise write(2) from addr into a descriptor (memfd or pipe): EFAULT
+//      where nothing is readable.
+//   4. `unknown` when no probe can run (`failed` says why): the caller must
+//      not guess.
+// Every probe goes through syscall(2) (sys.hpp): the sanitizers intercept
+// the libc wrappers and would report the probe itself.
+readable copy_if_readable(std::uint64_t addr, void* out, std::size_t n, probe_failure& failed) noexcept {
   // NOLINTNEXTLINE(performance-no-int-to-ptr): a candidate or a registry address; the kernel checks it
   void* const src = reinterpret_cast<void*>(addr);
+  unsigned char ours[64] = {};  // the control's source: readable
   iovec local{out, n};
   iovec remote{src, n};
   const long got = sys::process_vm_readv(::getpid(), &local, 1UL, &remote, 1UL);
   if (got == static_cast<long>(n)) return readable::yes;
-  const bool said_unmapped = got >= 0 || errno == EFAULT;
-  int fds[2];
-  if (sys::pipe2(fds, O_CLOEXEC) != 0) {
-    // No descriptor left: believe process_vm_readv.  A copy that goes on to
-    // publish needs a memfd, which fails for the same reason, so even a
-    // wrong "unmapped" makes no second registry; it names memfd_create.
-    if (said_unmapped && (errno == EMFILE || errno == ENFILE)) return readable::no;
-    return readable::unknown;
+  if ((got >= 0 || errno == EFAULT) && n <= sizeof ours) {
+    remote.iov_base = ours;  // the same arguments (the iovecs' addresses), readable memory
+    if (sys::process_vm_readv(::getpid(), &local, 1UL, &remote, 1UL) == static_cast<long>(n)) return readable::no;
   }
-  readable result = readable::unknown;
-  long wrote;
-  do {
-    wrote = sys::raw_write(fds[1], src, n);
-  } while (wrote < 0 && errno == EINTR);
-  ssize_t got_back = -1;
-  if (wrote == static_cast<long>(n)) {
-    do {
-      got_back = sys::read(fds[0], out, n);
-    } while (got_back < 0 && errno == EINTR);
-  }
-  if (got_back == static_cast<ssize_t>(n))
-    result = readable::yes;
-  else if ((wrote < 0 && errno == EFAULT) || (wrote >= 0 && wrote < static_cast<long>(n)))
-    result = readable::no;
-  const int err = errno;
-  sys::close(fds[0]);
-  sys::close(fds[1]);
-  errno = err;  // an unknown result's cause, for the caller's message
-  return result;
+  return copy_through_descriptor(src, out, n, failed);
 }
 
 // The registry's first words, read without trusting the address.
@@ -130,10 +202,10 @@ srb_process_registry* checked_registry(std::uintptr_t at, const srb_anchor_recor
   if (rec.registry == 0 || rec.registry % page != 0 || rec.registry >= (std::uint64_t{1} << 56))
     refuse(at, "names a registry address out of range");
   srb_registry_id id{};
-  const readable r = copy_if_readable(rec.registry, &id, sizeof id);
-  if (r == readable::unknown)
-    refuse(at, std::string("names a registry that cannot be probed (") + sys::errno_name(errno) + ")");
-  if (r == readable::no) refuse(at, "names a registry address that is not mapped");
+  probe_failure failed;
+  const readable r = copy_if_readable(rec.registry, &id, sizeof id, failed);
+  if (r == readable::unknown) refuse(at, "names a registry that cannot be probed (" + failed.text() + ")");
+  if (r == readable::no) refuse(at, "names a registry address that is not mapped (EFAULT)");
   if (id.magic != srb_registry_magic || id.self != rec.registry || id.nonce != rec.nonce)
     refuse(at, "names an address that does not hold its registry");
   if (id.format != srb_process_registry::format_word())
@@ -145,8 +217,9 @@ srb_process_registry* checked_registry(std::uintptr_t at, const srb_anchor_recor
 // holds no anchor (nothing readable there, or memory that is not ours).
 srb_process_registry* registry_at(std::uintptr_t at) {
   srb_anchor_record rec{};
-  const readable r = copy_if_readable(at, &rec, sizeof rec);
-  if (r == readable::unknown) refuse(at, std::string("cannot be probed (") + sys::errno_name(errno) + ")");
+  probe_failure failed;
+  const readable r = copy_if_readable(at, &rec, sizeof rec, failed);
+  if (r == readable::unknown) refuse(at, "cannot be probed (" + failed.text() + ")");
   if (r == readable::no || rec.magic != srb_anchor_magic) return nullptr;
   if (rec.format != srb_anchor_format())
     refuse(at, "was made by another version or layout of the core (format " + hex(rec.format) + ", this copy " +

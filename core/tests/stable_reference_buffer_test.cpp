@@ -7,8 +7,10 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <cinttypes>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <future>
 #include <string>
@@ -607,6 +609,49 @@ TEST(StableReferenceBufferThreads, ManyThreadsCreatingAndReleasingKeepTheRegistr
   for (auto& t : pool) t.join();
   EXPECT_EQ(stats().live, before.live);
   EXPECT_EQ(stats().frees, before.frees + 8000);
+}
+
+// The registry's lock is fair enough: a thread that needs it 100 times gets
+// it within 5 s (generous for a loaded CI machine; it takes milliseconds)
+// while ten threads loop on calls that take it.  A lock that preferred the
+// looping threads (readers, or newcomers that barge past a woken sleeper
+// every time) would keep it waiting for as long as they loop.
+TEST(StableReferenceBufferThreads, ALockerGetsTheRegistryLockWithinABoundWhileTenThreadsLoopOnIt) {
+  const stable_reference_buffer known(8);
+  const void* const p = known.get();
+  std::atomic<bool> stop{false};
+  std::atomic<int> looping{0};
+  std::vector<std::thread> loopers;
+  for (int t = 0; t < 10; ++t)
+    loopers.emplace_back([&] {
+      looping.fetch_add(1);
+      while (!stop.load(std::memory_order_relaxed)) {
+        if (!stable_reference_buffer::is_known(p)) std::abort();
+        const stable_reference_buffer adopted(p);  // adopt and its release: the lock twice more
+      }
+    });
+  while (looping.load() < 10) std::this_thread::yield();
+  std::promise<void> done;
+  std::future<void> finished = done.get_future();
+  std::thread locker([&] {
+    for (int i = 0; i < 100; ++i) {
+      const delay scope;                    // enter and exit: the lock
+      const stable_reference_buffer b(16);  // insert and retire: the lock
+    }
+    done.set_value();
+  });
+  const auto start = std::chrono::steady_clock::now();
+  const bool in_time = finished.wait_for(std::chrono::seconds(5)) == std::future_status::ready;
+  const auto waited = std::chrono::steady_clock::now() - start;
+  stop.store(true);  // the locker then finishes whatever the lock's policy
+  if (finished.wait_for(std::chrono::seconds(60)) != std::future_status::ready) {
+    std::fprintf(stderr, "the locker never got the registry lock, even with nobody else asking: a lost wake-up\n");
+    std::abort();  // fail now rather than hang the run
+  }
+  locker.join();
+  for (auto& t : loopers) t.join();
+  EXPECT_TRUE(in_time) << "100 uses of the registry lock took more than 5 s against 10 looping threads ("
+                       << std::chrono::duration_cast<std::chrono::milliseconds>(waited).count() << " ms waited)";
 }
 
 // ---- registry growth ----------------------------------------------------------------------

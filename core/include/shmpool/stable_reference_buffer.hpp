@@ -29,7 +29,9 @@
 //     instances that share a block; one instance is not thread-safe (like
 //     std::shared_ptr).
 //   - After fork the child has its own registry (a snapshot taken at the
-//     fork); its operations never change the parent's counts.
+//     fork); its operations never change the parent's counts, and it works
+//     whatever the parent's other threads were doing (even attaching).
+//   - Runs under valgrind's memcheck with no error.
 //   - The registry stays for the life of the process: unloading every
 //     library that uses the core (dlclose) never forgets a live block.
 //
@@ -55,7 +57,8 @@ struct srb_entry;
 
 /// The registry could not be found, created, or trusted: a corrupted anchor
 /// page, a copy of the core with another layout in the same process, or a
-/// system failure (no memfd, no memory).  what() names the cause.  Every
+/// system failure (no memfd, no memory, no way to read the anchor page).
+/// what() names the cause.  Every
 /// static copy of the core in the process then fails the same way: there is
 /// never a second registry.
 class registry_error : public std::runtime_error {

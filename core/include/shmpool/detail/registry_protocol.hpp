@@ -26,6 +26,8 @@
 //              block address -> entry; doubles at half load.
 //   free list  recycled entries;  pending list: released, not yet freed.
 //   scopes     the live delay scopes (srb_scope, doubly linked), for fork.
+//   tokens     the caller's per-thread key and the count of thread tokens
+//              handed out (scope openers, G7).
 //
 // ENTRY STATES (where the entry is: the index, the pending list, the free list)
 //   unused  -> live      insert: in the index, count 1, next == nullptr
@@ -55,6 +57,10 @@
 //       may be exited on any thread: it carries its own record.
 //   G6  live_ == number of live entries; pending_ == length of the pending
 //       list.  Exact whenever L is free.
+//   G7  a scope's opener is its thread's token: handed out once under L
+//       (new_thread_token), never 0 and never reused while the process
+//       lives, so a thread made later (even one glibc gives a dead thread's
+//       pthread_t) never owns an older thread's scope.
 //
 // ORDERING POINTS (R1..R7, named in srb_orders)
 //   R1 copy      fetch_add relaxed: the copier is a holder; nothing to publish.
@@ -71,20 +77,27 @@
 //                so their writes happen before realloc reads the block.
 //
 // FORK (the caller runs these from pthread_atfork, once per static copy)
-//   prepare takes L (nesting on the forking thread's id, since every copy's
-//   handler runs), so no structural change is half done in the snapshot, and
-//   counts the counted scopes that the forking thread opened; the parent's
-//   last handler releases L.  In the child, the first handler marks every
-//   other scope uncounted (its thread did not survive; if the child ever
-//   exits it, nothing changes), sets depth to the forking thread's scopes,
-//   and frees pending blocks if that is 0; the last handler releases L.
-//   Counts need no work: the snapshot is exact.
+//   prepare takes L (nesting on the forking thread's id, unique among live
+//   threads, since every copy's handler runs), so no structural change is
+//   half done in the snapshot, and counts the counted scopes whose opener is
+//   the forking thread's token (G7); the parent's last handler releases L.
+//   In the child, the first handler marks every other scope uncounted (its
+//   thread did not survive; if the child ever exits it, nothing changes),
+//   sets depth to the forking thread's scopes, and frees pending blocks if
+//   that is 0; the last handler releases L.  Counts need no work: the
+//   snapshot is exact.  The caller makes sure no thread can take L between
+//   its prepare handlers and the fork (srb_registry.cpp: attach and fork
+//   exclude each other).
 //
 // MUTANTS (mutation checks only; production defines none)
 //   SHMPOOL_MUTANT_REGISTRY_NO_ZERO_CHECK      every drop retires the block
 //   SHMPOOL_MUTANT_DELAY_FREES_AT_INNER_EXIT   any scope exit drains pending
 //   SHMPOOL_MUTANT_REGISTRY_SECOND_WHEN_UNSEEN a copy that does not find the
 //                                              anchor at once makes a second registry (srb_anchor.cpp)
+//   SHMPOOL_MUTANT_SCOPE_BY_THREAD_ID          scope openers are pthread_self(), which glibc
+//                                              reuses (srb_registry.cpp; breaks G7)
+//   SHMPOOL_MUTANT_FORK_LOCK_UNHELD            the prepare handler does not wait for an attach
+//                                              in progress (srb_registry.cpp)
 #pragma once
 
 #include <bit>
@@ -101,7 +114,7 @@ using platform::mo;
 
 // "SHMPSRB1" read as a little-endian word.
 inline constexpr std::uint64_t srb_registry_magic = 0x3142'5253'504D'4853ULL;
-inline constexpr std::uint64_t srb_version = 2;  // 2: the anchor page, scope records, re-adoption
+inline constexpr std::uint64_t srb_version = 3;  // 3: scope openers are thread tokens (G7)
 
 // The memory order of every ordering point, by what it orders.
 struct srb_orders {
@@ -126,7 +139,7 @@ struct srb_registry_id {
 // One live delay scope: where it was opened, and its links on the
 // registry's scope list (G1: all fields under L).
 struct srb_scope {
-  std::uint64_t opener = 0;  // the opening thread's id; compared at fork
+  std::uint64_t opener = 0;  // the opening thread's token (G7); compared at fork
   srb_scope* prev = nullptr;
   srb_scope* next = nullptr;
   bool counted = false;      // in depth (G5); false once a fork left its thread behind
@@ -307,7 +320,7 @@ class srb_registry {
 
   // ---- delay scopes -------------------------------------------------------------
   // s is the scope's own record (it outlives the scope's exit, on any thread);
-  // opener identifies the opening thread for fork.
+  // opener is the opening thread's token (G7), for fork.
   void enter_delay(srb_scope& s, std::uint64_t opener) noexcept {
     held h(*this);
     s = srb_scope{opener, nullptr, scopes_, true};
@@ -341,19 +354,41 @@ class srb_registry {
     if (copies_ != 0) --copies_;
   }
 
+  // ---- thread tokens (G7) --------------------------------------------------------
+  // The word in which the caller keeps the key of its per-thread tokens,
+  // made once per process by the first caller: make() -> the word, 0 when
+  // it cannot (then the next caller tries again).  Under L (G1).
+  template <class MakeKey>
+  std::uint64_t thread_key(MakeKey&& make) noexcept {
+    held h(*this);
+    if (thread_key_ == 0) thread_key_ = make();
+    return thread_key_;
+  }
+  // A token no thread of this process had before (G7).
+  std::uint64_t new_thread_token() noexcept {
+    held h(*this);
+    return ++tokens_made_;
+  }
+
   // ---- fork ----------------------------------------------------------------------
-  void fork_prepare(std::uint64_t tid) noexcept {
+  // forker: the forking thread's id, unique among live threads (the nesting
+  // of this fork's handlers).  token_of(key word) -> the forking thread's
+  // token, 0 if it has none; called under L, so it must not take L.
+  template <class TokenOf>
+  void fork_prepare(std::uint64_t forker, TokenOf&& token_of) noexcept {
     // R5: fork_tid_ changes only under L, and only this thread can have
     // stored its own id there, so a stale value can never look like ours.
-    if (P::load(fork_tid_, O::guarded) == tid) {  // an earlier copy's handler of this fork holds L
+    if (P::load(fork_tid_, O::guarded) == forker) {  // an earlier copy's handler of this fork holds L
       ++fork_holds_;
       return;
     }
     lock();
-    P::store(fork_tid_, tid, O::guarded);  // R5 under L; read back only by this thread
+    P::store(fork_tid_, forker, O::guarded);  // R5 under L; read back only by this thread
     fork_holds_ = 1;
+    fork_token_ = thread_key_ == 0 ? 0 : token_of(thread_key_);  // no key: no thread has a token yet
     fork_scopes_ = 0;
-    for (const srb_scope* s = scopes_; s != nullptr; s = s->next) fork_scopes_ += s->counted && s->opener == tid;
+    for (const srb_scope* s = scopes_; s != nullptr; s = s->next)
+      fork_scopes_ += s->counted && s->opener == fork_token_;  // openers are never 0 (G7)
     fork_child_first_ = true;
   }
   void fork_parent() noexcept {
@@ -366,9 +401,8 @@ class srb_registry {
   void fork_child(Free&& free_block) noexcept {
     if (fork_child_first_) {
       fork_child_first_ = false;
-      const std::uint64_t forker = P::load(fork_tid_, O::guarded);  // R5: L is ours
       for (srb_scope* s = scopes_; s != nullptr; s = s->next)
-        if (s->opener != forker) s->counted = false;  // its thread is gone (G5)
+        if (s->opener != fork_token_) s->counted = false;  // its thread is gone (G5, G7)
       P::store(depth_, fork_scopes_, O::guarded);
       if (fork_scopes_ == 0) drain(free_block);
     }
@@ -534,9 +568,12 @@ class srb_registry {
   typename P::template atomic<std::int64_t> depth_;  // G5; written under L, peeked by safe_get
   typename P::template atomic<std::uint64_t> fork_tid_;  // thread whose fork handlers hold L
   std::uint64_t fork_holds_ = 0;   // handlers of the current fork that hold L
+  std::uint64_t fork_token_ = 0;   // the forking thread's token (G7); 0: it has none
   std::int64_t fork_scopes_ = 0;   // counted delay scopes the forking thread opened
   bool fork_child_first_ = false;
   srb_scope* scopes_ = nullptr;    // live scopes (G5), newest first
+  std::uint64_t thread_key_ = 0;   // the caller's per-thread key word (G7); 0: not made yet
+  std::uint64_t tokens_made_ = 0;  // thread tokens handed out (G7)
   std::uint64_t copies_ = 1;  // the creator is attached
   std::uint64_t live_ = 0, pending_ = 0, frees_ = 0, entries_made_ = 0;
   entry* free_head_ = nullptr;
