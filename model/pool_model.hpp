@@ -221,14 +221,10 @@ struct pool_model {
   std::uint64_t claimable_count() const { return model_capacity - held.size() - foreign.size(); }
   // used() counts the non-FREE slot words (I5): ours and every forged one.
   std::uint64_t used() const { return held.size() + foreign.size(); }
-  // Allocations counted and not yet ended: ALLOCATED and RELEASING words (a
-  // forged CLAIMING word died before its count, I6), so frees = allocs -
-  // this, as stats() computes it.
-  std::uint64_t allocations_outstanding() const {
-    std::uint64_t n = held.size();
-    for (const auto& [s, f] : foreign) n += f.state != slot_state::claiming ? 1 : 0;
-    return n;
-  }
+  // Allocations counted and not yet ended: every non-FREE word (a forged
+  // CLAIMING word is a claimant killed after its count, C3), so frees =
+  // allocs - this, as stats() computes it.
+  std::uint64_t allocations_outstanding() const { return held.size() + foreign.size(); }
   bool allocated(slot_index s) const {
     return held.count(s) || (foreign.count(s) && foreign.at(s).state == slot_state::allocated);
   }
@@ -452,7 +448,7 @@ struct pool_sut {
       ::munmap(base, hdr.total_size);
       return 0;
     }
-    if (state != slot_state::claiming) meta.allocs.fetch_add(1);
+    meta.allocs.fetch_add(1);  // a claimant killed after its count (C3), or a publish
     meta.word.store(detail::make_slot_word(state, id));
     ::munmap(base, hdr.total_size);
     return platform::identity_pid(id);

@@ -494,7 +494,10 @@ struct ForgeWord : cmd<T> {
     RC_ASSERT(pid != 0);
     auto next = m;
     next.foreign[s] = foreign_slot<typename T::value>{state, who, pid, std::nullopt};
-    if (state != slot_state::claiming) ++next.allocs;  // counted at publish (I6)
+    // Counted just before the publish (I6).  A forged CLAIMING word is a
+    // claimant killed after its count: the case stats() must count exactly
+    // (C3); one killed before its count is counted one behind, a lower bound.
+    ++next.allocs;
     commit(next, sut);
   }
   void show(std::ostream& os) const override {

@@ -73,8 +73,7 @@ struct relacy_world {
   // process (one identity, one set of process gates).  Default: t.
   unsigned process_of[max_model_threads] = {};
   // Each process's own memory (platform/linux.hpp process_gates): the
-  // checked-free gate (one bucket suffices for a model's few slots) and the
-  // image's waiter count.
+  // checked-free gate and the image's waiter count.
   rl::atomic<std::uint32_t> checked_free_gate[max_model_threads];
   rl::atomic<int> image_waiters[max_model_threads];
 };
@@ -160,7 +159,7 @@ struct relacy_platform {
       if (identity_of_thread(i) == acting) return i;
     return max_model_threads - 1;
   }
-  static atomic<std::uint32_t>& checked_free_gate(std::uint64_t) noexcept {
+  static atomic<std::uint32_t>& checked_free_gate() noexcept {
     return world()->checked_free_gate[self_process()];
   }
   static atomic<int>& image_waiters() noexcept { return world()->image_waiters[self_process()]; }

@@ -9,6 +9,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <utility>
 
 #include "shmpool/pool.hpp"
 #include "stress_util.hpp"
@@ -38,6 +39,8 @@ inline constexpr std::uint64_t sweep_capacity = 70;
 // words were planted as a dead process would leave them (not checked
 // before recovery: they are broken on purpose).
 struct sweep_pool {
+  sweep_pool() = default;
+  explicit sweep_pool(shmpool::i64_pool p) : pool(std::move(p)) {}  // another backing (the exec sweep's memfd)
   shmpool::i64_pool pool = shmpool::i64_pool::anonymous(sweep_capacity);
   raw_pool_view view{pool};
   std::set<shmpool::slot_index> parent_slots;

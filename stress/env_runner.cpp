@@ -5,7 +5,8 @@
 // reached, a time namespace joined by setns after load, exec while holding
 // slots and buffers, exec while threads sleep in alloc(), /dev/shm read-only or full,
 // a registry name pre-created by another uid, a fork while a creator is
-// inside open's initialisation — and checks what the core promises there:
+// inside open's initialisation, a fork by a thread that reuses a joined
+// thread's pthread_t — and checks what the core promises there:
 // a live owner's slot is never freed, a dead one still is, errors are the
 // documented ones, and nothing blocks forever.  Every case runs in forked
 // children so that namespaces, mounts and limits never touch the runner.
@@ -787,6 +788,81 @@ verdict case_fork_during_open() {
                                  : v;
 }
 
+// A thread (T1) opens a delay scope, releases a block inside it and exits;
+// the scope outlives it (a scope may be closed on any thread).  glibc gives
+// a joined thread's pthread_t to the next thread it makes: threads are made
+// and joined until one (T2) has T1's id.  T2 opens a scope of its own and
+// forks.  In the child only T2's scope may stay open (F3, issue 20 item 7):
+// a block released there stays known until the child closes it, then both
+// blocks are freed (is_known false), and with no scope open safe_get() of a
+// sole holder is nullptr.  A dead thread's scope inherited through its
+// reused id would keep both blocks parked for ever.
+struct reused_id_trial {
+  pthread_t dead{};
+  stable_reference_buffer::delay_deallocation* dead_scope = nullptr;
+  const void* dead_block = nullptr;
+  bool reused = false;
+  verdict v;
+};
+
+verdict child_of_a_reused_thread_id(const reused_id_trial& t, stable_reference_buffer::delay_deallocation* own_scope) {
+  ::alarm(5);  // a registry operation that blocks fails the case (the child is killed)
+  stable_reference_buffer x(32);
+  const void* x_block = x.get();
+  x.reset();
+  if (!stable_reference_buffer::is_known(x_block)) return "a block released inside the forking thread's own scope was freed";
+  if (!stable_reference_buffer::is_known(t.dead_block))
+    return "a block released inside another thread's scope was freed before the forking thread's scope ended";
+  delete own_scope;  // the child's last scope: everything pending goes
+  if (stable_reference_buffer::is_known(x_block))
+    return "a block released inside the forking thread's scope is still known after the child closed that scope: the "
+           "dead thread's scope, whose pthread_t the forking thread reused, stays open in the child";
+  if (stable_reference_buffer::is_known(t.dead_block))
+    return "a block released inside the dead thread's scope is still known in the fork child (its scope was inherited)";
+  stable_reference_buffer y(16);
+  if (y.safe_get() != nullptr) return "safe_get() of a sole holder is not nullptr although no scope of the child is open";
+  const void* y_block = y.get();
+  y.reset();
+  if (stable_reference_buffer::is_known(y_block)) return "a block released with no scope open is still known";
+  return "";
+}
+
+verdict case_thread_id_reused_before_fork() {
+  return in_child([]() -> verdict {
+    static reused_id_trial t;
+    pthread_t t1;
+    if (::pthread_create(&t1, nullptr, [](void*) -> void* {
+          t.dead = ::pthread_self();
+          t.dead_scope = new stable_reference_buffer::delay_deallocation;  // outlives its thread
+          stable_reference_buffer b(64);
+          t.dead_block = b.get();
+          b.reset();  // pending: the scope is open
+          return nullptr;
+        }, nullptr) != 0)
+      return "pthread_create failed";
+    ::pthread_join(t1, nullptr);
+    for (int attempt = 0; attempt < 1000 && !t.reused; ++attempt) {
+      pthread_t t2;
+      if (::pthread_create(&t2, nullptr, [](void*) -> void* {
+            if (!::pthread_equal(::pthread_self(), t.dead)) return nullptr;
+            t.reused = true;
+            auto* own = new stable_reference_buffer::delay_deallocation;
+            // The child's verdict comes back through in_child's pipe.
+            t.v = in_child([&]() -> verdict { return child_of_a_reused_thread_id(t, own); }, 10);
+            delete own;
+            return nullptr;
+          }, nullptr) != 0)
+        return "pthread_create failed";
+      ::pthread_join(t2, nullptr);
+    }
+    if (!t.reused) return "skip: glibc gave no new thread the joined thread's pthread_t in 1000 tries";
+    if (!stable_reference_buffer::is_known(t.dead_block)) return "the dead thread's open scope lost its block in the parent";
+    delete t.dead_scope;
+    if (stable_reference_buffer::is_known(t.dead_block)) return "the dead thread's block outlived its scope in the parent";
+    return t.v.empty() ? "" : "fork child: " + t.v;
+  });
+}
+
 struct env_case {
   const char* name;
   const char* what;
@@ -811,6 +887,8 @@ const env_case cases[] = {
     {"shm_name_other_uid", "another uid created the registry name of the victim first", case_shm_name_taken_by_other_uid},
     {"fork_during_open", "a fork while a creator is inside open's initialisation, then the creator dies",
      case_fork_during_open},
+    {"thread_id_reused_before_fork", "a thread forks with the pthread_t of a joined thread whose delay scope is open",
+     case_thread_id_reused_before_fork},
 };
 
 }  // namespace

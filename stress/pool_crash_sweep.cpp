@@ -20,6 +20,8 @@
 #include "crash_sweep_wakeup.hpp"
 #include "crash_sweep_scenarios.hpp"
 #include "crash_sweep_suspend.hpp"
+#include "pool_exec_sweep.hpp"
+#include "registry_fork_sweep.hpp"
 #include "registry_sweep.hpp"
 #include "shmpool/platform/linux.hpp"
 
@@ -168,9 +170,12 @@ int main(int argc, char** argv) {
   using namespace stress;
   std::string json = std::string(SHMPOOL_STRESS_REPORT_DIR) + "/crash-sweep.json";
   bool wakeup = false, init_only = false, suspend = false, quick = false, json_given = false;
+  bool fork_at_registry = false, exec_at_pool = false;
   std::string only;
   if (argc == 3 && std::strcmp(argv[1], "--registry-exec-stage") == 0)
     registry_exec_stage(std::strtoull(argv[2], nullptr, 10));
+  if (argc == 4 && std::strcmp(argv[1], "--exec-image") == 0)
+    pool_exec_image(std::atoi(argv[2]), std::atoi(argv[3]));
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--json") == 0 && i + 1 < argc) json = argv[++i], json_given = true;
     else if (std::strcmp(argv[i], "--wakeup") == 0) wakeup = true;
@@ -178,6 +183,44 @@ int main(int argc, char** argv) {
     else if (std::strcmp(argv[i], "--quick") == 0) quick = true;
     else if (std::strcmp(argv[i], "--only") == 0 && i + 1 < argc) only = argv[++i];
     else if (std::strcmp(argv[i], "--init") == 0) init_only = true;
+    else if (std::strcmp(argv[i], "--fork-at-registry-points") == 0) fork_at_registry = true;
+    else if (std::strcmp(argv[i], "--exec-at-pool-points") == 0) exec_at_pool = true;
+  }
+  // Issue 20, verifier (b): a fork while another thread stands at each
+  // registry crash point (registry_fork_sweep.hpp).
+  if (fork_at_registry) {
+    const registry_fork_figures f = run_registry_fork_sweep();
+    std::printf("[fork-sweep] %s: thread A parked at %llu registry crash points in its first attach and %llu in an "
+                "attached process, %llu runs; the fork waited for it %llu times and completed while it stood %llu times; "
+                "%llu failures\n",
+                f.failures == 0 ? "PASS" : "FAIL", static_cast<unsigned long long>(f.first_attach_points),
+                static_cast<unsigned long long>(f.attached_points), static_cast<unsigned long long>(f.runs),
+                static_cast<unsigned long long>(f.forks_waited), static_cast<unsigned long long>(f.forks_while_parked),
+                static_cast<unsigned long long>(f.failures));
+    if (json_given)
+      write_text_file(json, json_object()
+                                .str("runner", "pool_crash_sweep --fork-at-registry-points")
+                                .num("first_attach_points", f.first_attach_points)
+                                .num("attached_points", f.attached_points)
+                                .num("runs", f.runs)
+                                .num("forks_waited", f.forks_waited)
+                                .num("forks_while_parked", f.forks_while_parked)
+                                .num("failures", f.failures)
+                                .str("result", f.failures == 0 ? "pass" : "fail")
+                                .text());
+    return f.failures == 0 ? 0 : 1;
+  }
+  // Issue 20, verifier (b): the process re-executes itself at each crash
+  // point of the pool's operations (pool_exec_sweep.hpp).
+  if (exec_at_pool) {
+    const pool_exec_figures f = run_pool_exec_sweep(json_given ? json : "");
+    std::printf("[exec-sweep] %s: re-executed at %llu crash points, %llu runs, %llu with waiter entries left by the old "
+                "image, %llu slots released by release_owner, %llu check() problems explained; %llu failures\n",
+                f.failures == 0 ? "PASS" : "FAIL", static_cast<unsigned long long>(f.points),
+                static_cast<unsigned long long>(f.runs), static_cast<unsigned long long>(f.runs_with_waiters),
+                static_cast<unsigned long long>(f.slots_released), static_cast<unsigned long long>(f.problems_explained),
+                static_cast<unsigned long long>(f.failures));
+    return f.failures == 0 ? 0 : 1;
   }
   if (wakeup) return run_wakeup_sweep(json);
   // The suspension sweep (issue 20, verifier a): every point stops the

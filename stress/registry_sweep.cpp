@@ -50,6 +50,8 @@ problems check_left_by_victim(std::uint64_t victim) {
   return out;
 }
 
+}  // namespace
+
 // S3: this process's anchor still leads to its own registry.
 bool anchor_leads_home() {
   try {
@@ -59,6 +61,8 @@ bool anchor_leads_home() {
   }
 }
 
+namespace {
+
 // ---- what a victim does -----------------------------------------------------------
 
 bool bytes_are(const void* p, std::size_t n, char c) {
@@ -67,6 +71,8 @@ bool bytes_are(const void* p, std::size_t n, char c) {
     if (b[i] != c) return false;
   return true;
 }
+
+}  // namespace
 
 // Every registry path with a crash site: the anchor's publication (first
 // use), insert, last release outside and inside a delay scope, re-adoption
@@ -101,6 +107,8 @@ bool use_the_registry() {
   ok &= anchor_leads_home();
   return ok;
 }
+
+namespace {
 
 [[noreturn]] void exit_normally(bool ok) {
   std::exit(ok ? 0 : 1);  // runs the static destructors: the copy detaches

@@ -31,6 +31,14 @@ struct registry_sweep_figures {
   std::uint64_t failures = 0;
 };
 
+// Every registry path with a crash site, in this process: the anchor's
+// publication (on first use), insert, last release outside and inside a
+// delay scope, re-adoption of a parked block, exclusive append.  True if
+// every result was right and the anchor still leads to this registry.
+bool use_the_registry();
+// This process's anchor page leads to the registry this copy uses.
+bool anchor_leads_home();
+
 // Runs the whole registry sweep; failures are printed as "[sweep] FAIL ...".
 registry_sweep_figures run_registry_sweep();
 // The re-executed image of the exec phase (pool_crash_sweep

@@ -93,6 +93,8 @@ class raw_pool_view {
       n += control_waiters_[k].load(std::memory_order_acquire) != 0;
     return n;
   }
+  // The identity in waiter entry k (0: free).
+  std::uint64_t waiter(unsigned k) const { return control_waiters_[k].load(std::memory_order_acquire); }
 
  private:
   std::atomic<std::uint64_t>* meta_ = nullptr;

@@ -8,11 +8,13 @@
 //                 FREE      = 0
 //                 CLAIMING  (me)  claimed; allocation not yet counted/published
 //                 ALLOCATED (me)  the slot is mine; data may be used
-//                 RELEASING (me)  a checked free (free_if_held) is deciding
+//                 RELEASING (me)  format 3's checked free deciding; never
+//                                 written now, still understood (recovery)
 //               The slot words are the whole truth: one CAS claims a slot
 //               and names its owner, one CAS frees it.
 //   group mark  one word per 64 slots, one word per cache line: GROUP_FULL
-//               when a scan saw no FREE word in the group, else 0.  A hint
+//               when a scan saw no FREE word in the group and confirmed it,
+//               a tentative mark (bit 63 | token) while it re-reads, else 0.  A hint
 //               that lets a scan skip full groups (one load per 64 slots
 //               when the pool is full); never maintained on the fast path:
 //               a scanner sets it, a freer clears it only if it is set.
@@ -24,15 +26,18 @@
 //   allocs      per slot (slot meta word 2): how many times the slot was
 //               published ALLOCATED; monotonic, and the slot's generation
 //   frees mark  the highest lower bound of frees any stats() computed
+//   mark_seq    tokens of tentative marks (G)
+//   process gates (this process's memory, not the mapping): checked-free
+//               gates (C1) and the image's waiter count (I7)
 //
 // TRANSITIONS (the only writers of a slot word)
 //   alloc:   FREE -CAS-> CLAIMING(me); count; store ALLOCATED(me)
 //   alloc_n: claims each slot as above but publishes ALLOCATED only once all
 //            n are CLAIMING(me); a short batch is unclaimed (CAS to FREE)
 //   free:    ALLOCATED(x) -CAS-> FREE; clear the group mark if set; wake
-//   free_if_held(owner, gen): ALLOCATED(owner) -CAS-> RELEASING(owner) with
-//            owner == me, then (gen != 0) allocs == gen: -CAS-> FREE as free;
-//            else (another allocation of ours) the word is restored
+//   free_if_held(owner, gen): owner == me, gate raised, ALLOCATED(owner) and
+//            (gen != 0) allocs == gen read: -CAS-> FREE as free; the word is
+//            never written otherwise (C1)
 //   recover: W(dead) -CAS-> FREE; as free (W is any non-free word whose
 //            identity is certainly dead)
 //   reset:   W -CAS-> FREE  (any owner)
@@ -41,19 +46,18 @@
 //   Every transition to FREE is one seq_cst CAS (O3), followed by the group
 //   check (O4/O5) and the waiter read (O8), in that order.
 //
-// GROUP MARKS (G)
+// GROUP MARKS (G; PROTOCOL.md "Group marks")
 //   A scanner that covered a whole group and found no FREE and no RELEASING
-//   word stores GROUP_FULL (O6), then reads the group's words again (O7): if
-//   one is FREE or RELEASING now, it stores 0 back and wakes waiters (a
-//   waiter may have skipped the group on its transient mark).
-//   G1  after every scanner's re-read and every freer's group check has
-//       finished, a group marked GROUP_FULL has no FREE word.  (The last mark
-//       store was followed by a re-read that saw no FREE word; a word freed
-//       after that re-read was freed by a CAS that precedes its freer's
-//       group load in the seq_cst order, which therefore sees the mark and
-//       clears it.)  A scanner or freer killed between those steps leaves a
-//       stale mark: recover_stale() clears every mark whose group has a FREE
-//       word, and check() reports one.
+//   word stores a tentative mark with a token of its own (O6), re-reads the
+//   group (O7), and confirms: token -CAS-> GROUP_FULL (O17); if the re-read
+//   finds a FREE or RELEASING word it stores 0 back and wakes waiters.
+//   Scans skip only GROUP_FULL.
+//   G1  after every freer's group check has finished, a group marked
+//       GROUP_FULL has no FREE word.  A freer killed between its CAS and its
+//       group check leaves a stale mark: recover_stale() clears every mark
+//       whose group has a FREE word, and check() reports one.
+//   P1  a process stopped anywhere delays at most its own operation
+//       (PROTOCOL.md "Progress"): a stopped scanner leaves a tentative mark.
 //   Any value but 0 and GROUP_FULL is corruption: scanned as 0, repaired by
 //   recover_stale().
 //
@@ -76,9 +80,15 @@
 //       CLAIMING (but for the step between the count and the publish), one
 //       when ALLOCATED or RELEASING.  Hence allocs - (word is ALLOCATED or
 //       RELEASING) is the slot's frees, ahead by one only inside that step.
-//   I7  a waiter entry names a thread's process; it is set (0 -CAS-> me) and
-//       cleared only by that thread, or cleared by recovery when the
-//       identity is certainly dead (or is no identity at all).
+//   I7  a waiter entry names a thread's process; it is set (0 -CAS-> me) by
+//       that thread and cleared by it (CAS), by recovery when the identity is
+//       certainly dead (or no identity), by recovery in its own process when
+//       no thread of this image waits (left before exec), and by
+//       release_owner/reset, which then wake every sleeper to re-register.
+//   C1  a checked free that frees nothing never writes the word; a claimant
+//       of this process waits at its gate while one is deciding.
+//   C2  a claim returns the generation it counted; a guard carries it.
+//   C3  stats() counts CLAIMING as not yet freed: frees is never ahead.
 //   W1  no lost wake-up: a freer's CAS to FREE (O3, seq_cst) precedes its
 //       reads of the waiter entries (O8, seq_cst); a waiter registers in an
 //       entry (O9, seq_cst CAS) and then scans marks and words (O10,
@@ -102,8 +112,8 @@
 //                             recover_stale() clears marks over FREE words and
 //                             always wakes waiters, so a survivor's recovery
 //                             closes it (stress.sweep_wakeup_after_killed_freer)
-//   after RELEASING(me)       (checked free) recovery takes it over and frees it
-//   after a mark, before the re-read   a stale mark: as above
+//   after RELEASING(me)       (format 3's checked free) recovery frees it
+//   after a tentative mark, before the confirm   hides nothing; recovery clears it
 //   asleep, registered        the waiter entry names a dead identity: frees
 //                             make a wake syscall nobody needs until a
 //                             recover_stale() or reset() clears it (I7).
@@ -272,10 +282,8 @@ class slot_protocol {
   // allocs as this claim counted it, I6): what a guard must carry (C2).
   std::uint64_t alloc_index(std::int64_t timeout_ns, std::uint64_t start, std::uint64_t me,
                             std::uint64_t* generation = nullptr) {
-    if (const std::uint64_t g = claim_hint(v_, start, me)) [[likely]] {
-      if (generation != nullptr) *generation = g;
+    if (claim_hint(v_, start, me, generation)) [[likely]]
       return start;
-    }
     return alloc_scan(timeout_ns, start, generation);
   }
 
@@ -285,13 +293,14 @@ class slot_protocol {
   // locked instructions (a call's stores before a locked instruction, and
   // its return after one, cost more than the instruction itself).
 
-  // The hint slot s: one CAS (O1), then the count and publish.  Returns the
-  // claim's generation (never 0), or 0 when s was not claimed.
-  [[gnu::always_inline]] static std::uint64_t claim_hint(const pool_view<P>& v, std::uint64_t s, std::uint64_t me) {
+  // The hint slot s: one CAS (O1), then the count and publish; `generation`
+  // (when given) receives the claim's generation (C2).
+  [[gnu::always_inline]] static bool claim_hint(const pool_view<P>& v, std::uint64_t s, std::uint64_t me,
+                                                std::uint64_t* generation = nullptr) {
     // No load before the CAS: the hint is the slot this handle used last,
     // usually free, and a load right before a locked instruction only
     // delays it (a failed CAS costs what the load would have saved).
-    return s < v.capacity ? try_claim_in(v, s, me, /*publish=*/true) : 0;
+    return s < v.capacity && try_claim_in(v, s, me, /*publish=*/true, generation);
   }
   // free(s) up to its waiter read: ALLOCATED(x) -CAS-> FREE (O3), the group
   // check (O4/O5), the waiter entries (O8).  The caller wakes (wake()) when
@@ -363,7 +372,7 @@ class slot_protocol {
   bool free_if_held(std::uint64_t s, std::uint64_t owner, std::uint64_t generation) {
     if (P::self_identity() != owner) return false;  // e.g. a guard copied into a fork child
     const std::uint64_t held = make_slot_word(slot_state::allocated, owner);
-    auto& gate = P::checked_free_gate(s);
+    auto& gate = P::checked_free_gate();
 #if defined(SHMPOOL_MUTANT_CHECKED_FREE_TRANSIENT)
     (void)gate;
     // Defect (the design before C1): mark RELEASING(me), re-check, restore
@@ -693,8 +702,8 @@ class slot_protocol {
     for (std::uint64_t t = s; t < stop; ++t) {
       const std::uint64_t w = P::load(v_.meta[t].word, scan);
       if (w == 0) {
-        if (const std::uint64_t g = try_claim(t, me, /*publish=*/true)) {
-          slot = {t, g};
+        if (try_claim(t, me, /*publish=*/true, &slot.generation)) {
+          slot.slot = t;
           return true;
         }
       } else if (state_of(w) == slot_state::releasing) {
@@ -804,24 +813,28 @@ class slot_protocol {
     return in_flux ? claim_outcome::in_flux : claim_outcome::full;
   }
 
-  // One slot: FREE -CAS-> CLAIMING(me) [-> ALLOCATED(me)].  Returns 0 when
-  // not claimed; else the claim's generation (publish) or 1 (no publish).
-  std::uint64_t try_claim(std::uint64_t s, std::uint64_t me, bool publish) {
-    return try_claim_in(v_, s, me, publish);
+  // One slot: FREE -CAS-> CLAIMING(me) [-> ALLOCATED(me), the generation
+  // counted into *generation when given (C2)].
+  bool try_claim(std::uint64_t s, std::uint64_t me, bool publish, std::uint64_t* generation = nullptr) {
+    return try_claim_in(v_, s, me, publish, generation);
   }
-  [[gnu::always_inline]] static std::uint64_t try_claim_in(const pool_view<P>& v, std::uint64_t s,
-                                                           std::uint64_t me, bool publish) {
+  [[gnu::always_inline]] static bool try_claim_in(const pool_view<P>& v, std::uint64_t s, std::uint64_t me,
+                                                  bool publish, std::uint64_t* generation = nullptr) {
     std::uint64_t expected = 0;
 #if defined(SHMPOOL_MUTANT_OWNER_AFTER_CLAIM)
     // Defect: claim anonymously and name the owner later (the seed's window).
-    if (!P::cas(v.meta[s].word, expected, make_slot_word(slot_state::claiming, 0), O::claim)) return 0;
+    if (!P::cas(v.meta[s].word, expected, make_slot_word(slot_state::claiming, 0), O::claim)) return false;
     P::crash_point(crash_site::alloc_claimed);
     P::store(v.meta[s].word, make_slot_word(slot_state::claiming, me), mo::relaxed);
 #else
-    if (!P::cas(v.meta[s].word, expected, make_slot_word(slot_state::claiming, me), O::claim)) return 0;  // O1
+    if (!P::cas(v.meta[s].word, expected, make_slot_word(slot_state::claiming, me), O::claim)) return false;  // O1
     P::crash_point(crash_site::alloc_claimed);
 #endif
-    return publish ? publish_claim_in(v, s, me) : 1;
+    if (publish) {
+      const std::uint64_t g = publish_claim_in(v, s, me);
+      if (generation != nullptr) *generation = g;
+    }
+    return true;
   }
 
   // CLAIMING(me) -> ALLOCATED(me), counting the allocation first (I6).
@@ -832,8 +845,8 @@ class slot_protocol {
     // C1: no ALLOCATED(me) may appear while a checked free of this process
     // stands between its word read and its CAS on this slot (that CAS would
     // free the new allocation).  O15 follows O1: see free_if_held.
-    if (P::load(P::checked_free_gate(s), O::gate_read) != 0) [[unlikely]]  // O15
-      wait_for_checked_frees(s);
+    if (P::load(P::checked_free_gate(), O::gate_read) != 0) [[unlikely]]  // O15
+      wait_for_checked_frees();
     // Only the claimant writes allocs (I3), so load+store suffices; release:
     // a stats() that reads the new count then reads a word no older (I6).
     const std::uint64_t generation = P::load(v.meta[s].allocs, mo::relaxed) + 1;
@@ -842,11 +855,13 @@ class slot_protocol {
     P::crash_point(crash_site::alloc_published);
     return generation;
   }
-  // C1's wait: a checked free of this process holds the gate of this slot's
-  // bucket for a few instructions (no system call, no wait inside).  Only
-  // threads of this process wait here; a stopped process stops them all.
-  [[gnu::noinline, gnu::cold]] static void wait_for_checked_frees(std::uint64_t s) {
-    while (P::load(P::checked_free_gate(s), O::gate_read) != 0) P::cpu_relax();
+  // C1's wait: a checked free of this process holds the gate for a few
+  // instructions (no system call, no wait inside).  Only threads of this
+  // process wait here; a stopped process stops them all.  One gate for the
+  // process: three instructions on the fast path (a bucket per slot would
+  // cost two more, and share the gate's cache line all the same).
+  [[gnu::noinline, gnu::cold]] static void wait_for_checked_frees() {
+    while (P::load(P::checked_free_gate(), O::gate_read) != 0) P::cpu_relax();
   }
 
   // ALLOCATED(x) -CAS-> FREE, then the group check.  False if not allocated.
@@ -1002,14 +1017,21 @@ class slot_protocol {
 
   // I7: every entry names a process that may be waiting; report the rest.
   void check_waiters(std::vector<std::string>& problems) const {
-    const std::uint64_t me = P::self_identity();
+    // check() needs no identity of its own (a process without /proc may
+    // still check a pool); without one, "this process's earlier image"
+    // cannot be told and is not reported.
+    std::uint64_t me = 0;
+    try {
+      me = P::self_identity();
+    } catch (...) {
+    }
     for (unsigned k = 0; k < waiter_slots; ++k) {
       const std::uint64_t id = P::load(v_.control->waiter[k], mo::acquire);
       if (id == 0) continue;
       const std::string at = "waiter entry " + std::to_string(k) + ": ";
       if (platform::identity_pid(id) == 0)
         problems.push_back(at + "malformed (names no process)");
-      else if (id == me && P::load(P::image_waiters(), mo::acquire) == 0)
+      else if (me != 0 && id == me && P::load(P::image_waiters(), mo::acquire) == 0)
         problems.push_back(at + "names this process, but no thread of it waits (left by an image before exec)");
       else if (id != me && P::certainly_dead(id))
         problems.push_back(at + "names pid " + std::to_string(platform::identity_pid(id)) + ", which is gone");

@@ -18,10 +18,23 @@ void crash_point_hit(crash_site site) noexcept;
 // (the suspension sweep: a stopped process is alive and holds what it
 // holds; after SIGCONT it runs on).  SHMPOOL_CRASH_ACTION=stop selects the
 // latter where the point comes from SHMPOOL_CRASH_AT.
-enum class crash_action : std::uint8_t { kill, stop };
+//
+// Two more for the fork and exec sweeps (issue 20, verifier b):
+//   park_thread  the hitting thread alone waits at its point (the rest of
+//                the process runs on, e.g. another thread forks) until
+//                release_parked_thread();
+//   exec_self    the process re-executes itself at its point:
+//                execve("/proc/self/exe", argv of set_crash_exec_argv) with
+//                SHMPOOL_CRASH_EXEC_SITE=<site number> added to its
+//                environment (same pid and start time: the same identity).
+//                If the exec fails the process is killed instead.
+enum class crash_action : std::uint8_t { kill, stop, park_thread, exec_self };
 void arm_crash_point(std::uint64_t nth, crash_action action = crash_action::kill) noexcept;  // 0 disarms; resets the count
 crash_site last_crash_site() noexcept;              // the site of the most recent hit
 std::uint64_t crash_points_hit() noexcept;         // hits since arming
+bool crash_point_parked() noexcept;                // park_thread: a thread waits at its point now
+void release_parked_thread() noexcept;             // park_thread: lets it run on (no-op if none waits)
+void set_crash_exec_argv(char* const* argv) noexcept;  // exec_self: kept by pointer, must outlive the hit
 #endif
 
 // This process image's own protocol state, never in a mapping (slot_protocol
@@ -30,9 +43,8 @@ std::uint64_t crash_points_hit() noexcept;         // hits since arming
 // identity, and a gate held by a parent's thread that the child does not
 // have must not stand in the child.  exec starts a new image at zero.
 struct alignas(4096) process_gates {
-  static constexpr unsigned checked_free_buckets = 64;
-  std::atomic<std::uint32_t> checked_frees[checked_free_buckets];  // C1: by slot index mod 64
-  alignas(64) std::atomic<int> image_waiters;                      // I7: this image's registered waiters
+  std::atomic<std::uint32_t> checked_frees;  // C1: checked frees of this process in flight
+  alignas(64) std::atomic<int> image_waiters;  // I7: this image's registered waiters
 };
 extern process_gates g_process_gates;
 
@@ -94,9 +106,7 @@ struct linux_platform {
 #endif
   }
 
-  static atomic<std::uint32_t>& checked_free_gate(std::uint64_t slot) noexcept {
-    return g_process_gates.checked_frees[slot % process_gates::checked_free_buckets];
-  }
+  static atomic<std::uint32_t>& checked_free_gate() noexcept { return g_process_gates.checked_frees; }
   static atomic<int>& image_waiters() noexcept { return g_process_gates.image_waiters; }
 
   static void cpu_relax() noexcept {

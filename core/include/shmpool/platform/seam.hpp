@@ -12,7 +12,10 @@
 //   P::self_identity()                this process's owner identity (never 0; may throw
 //                                     shmpool::error identity_unavailable instead)
 //   P::certainly_dead(identity)       true only when the owner is provably gone
-//   P::crash_point(site)              a place where a process may die
+//   P::crash_point(site)              a place where a process may die (or stop)
+//   P::checked_free_gate(slot)        this process's gate for a slot's checked frees
+//                                     (slot_protocol C1; process memory, lowered in a fork child)
+//   P::image_waiters()                this process image's count of registered waiters (I7)
 //   P::cpu_relax()                    spin hint
 //
 // Implementations:
@@ -37,7 +40,7 @@ enum class crash_site : std::uint16_t {
   alloc_claimed = 1,        // slot word is CLAIMING(me), allocation not yet counted
   // 2 (bit set) retired with the bitmap (format 3).
   alloc_published = 3,      // slot word ALLOCATED(me)
-  free_marked = 10,         // checked free: slot word RELEASING(me), not yet FREE
+  free_marked = 10,         // format 3's checked free (the CHECKED_FREE_TRANSIENT mutant only): RELEASING(me)
   // 11 (bit cleared) retired with the bitmap (format 3).
   free_done = 12,           // slot word FREE; its group mark not yet checked, waiters not yet woken
   free_group_cleared = 13,  // a freer cleared its group's mark, waiters not yet woken
@@ -48,7 +51,7 @@ enum class crash_site : std::uint16_t {
   // 31 (recovery's bit cleared) retired with the bitmap (format 3).
   reset_freed = 40,         // reset freed a slot; group not yet checked
   wait_registered = 50,     // waiter counted itself, not yet asleep
-  group_marked = 51,        // a scanner marked a group full, not yet re-read (G)
+  group_marked = 51,        // a scanner stored a tentative mark, not yet re-read and confirmed (G)
   registry_inserted = 60,   // registry: entry written, not yet counted
   registry_decremented = 61,// registry: count dropped, memory not yet freed
   // 62..66 named the root segment of format 1 (temporary, link, sweep, unlink): retired with it.
