@@ -887,7 +887,7 @@ const env_case cases[] = {
     {"shm_name_other_uid", "another uid created the registry name of the victim first", case_shm_name_taken_by_other_uid},
     {"fork_during_open", "a fork while a creator is inside open's initialisation, then the creator dies",
      case_fork_during_open},
-    {"thread_id_reused_before_fork", "a thread forks with the pthread_t of a joined thread whose delay scope is open",
+    {"thread_id_reused_fork", "a thread forks with the pthread_t of a joined thread whose delay scope is open",
      case_thread_id_reused_before_fork},
 };
 

@@ -174,8 +174,8 @@ int main(int argc, char** argv) {
   std::string only;
   if (argc == 3 && std::strcmp(argv[1], "--registry-exec-stage") == 0)
     registry_exec_stage(std::strtoull(argv[2], nullptr, 10));
-  if (argc == 4 && std::strcmp(argv[1], "--exec-image") == 0)
-    pool_exec_image(std::atoi(argv[2]), std::atoi(argv[3]));
+  if (argc == 5 && std::strcmp(argv[1], "--exec-image") == 0)
+    pool_exec_image(std::atoi(argv[2]), std::atoi(argv[3]), std::strcmp(argv[4], "recover") == 0);
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--json") == 0 && i + 1 < argc) json = argv[++i], json_given = true;
     else if (std::strcmp(argv[i], "--wakeup") == 0) wakeup = true;

@@ -168,7 +168,9 @@ class exec_sweeper {
     for (const exec_scenario& sc : scenarios()) {
       std::uint64_t points = 0;
       for (std::uint64_t n = 1; n <= max_points; ++n) {
-        if (!run_point(sc, n)) break;
+        const bool executed = run_point(sc, n, false);
+        run_point(sc, n, true);  // the same point, the new image recovering first
+        if (!executed) break;
         ++points;
       }
       per_scenario[sc.name] = points;
@@ -178,8 +180,10 @@ class exec_sweeper {
   }
 
  private:
-  // One run: the child armed at n with exec_self.  True if it re-executed itself.
-  bool run_point(const exec_scenario& sc, std::uint64_t n) {
+  // One run: the child armed at n with exec_self.  True if it re-executed
+  // itself.  recover_first: the new image calls recover_stale() before
+  // release_owner (the entries of an earlier image go with its recovery, I7).
+  bool run_point(const exec_scenario& sc, std::uint64_t n, bool recover_first) {
     ++f_.runs;
     sweep_pool sp(shmpool::i64_pool::memfd("shmpool-exec-sweep", sweep_capacity));
     prepare_sweep_pool(sp, sc.op);
@@ -189,7 +193,7 @@ class exec_sweeper {
     const pid_t child = ::fork();
     if (child == 0) {
       ::close(fds[0]);
-      old_image(sp, sc, n, fds[1]);
+      old_image(sp, sc, n, recover_first, fds[1]);
     }
     ::close(fds[1]);
     const std::string text = read_until_eof(fds[0], image_bound_s + 5);
@@ -205,6 +209,7 @@ class exec_sweeper {
     const std::uint64_t id = identity_of_process(child);    // a zombie still has one
     const image_report r = parse_report(text);
     std::string where = std::string(sc.name) + " re-executed at crash point " + std::to_string(n);
+    if (recover_first) where += ", the new image recovering first";
     if (r.exec) where += " (site " + std::to_string(r.site) + ")";
     if (verbose_) {
       std::string flat = text;
@@ -268,6 +273,11 @@ class exec_sweeper {
     if (sc.with_sleepers && sc.op == sweep_op::alloc_wait && num("entries_before") < static_cast<std::uint64_t>(sleepers))
       fail(where, "the old image's " + std::to_string(sleepers) + " sleepers left " + std::to_string(num("entries_before")) +
                       " waiter entries (they were registered when it re-executed)");
+    if (r.num.count("entries_after_recover") != 0 && num("entries_after_recover") != 0)
+      fail(where, std::to_string(num("entries_after_recover")) + " of " + std::to_string(num("entries_before")) +
+                      " waiter entries of the old image survive the new image's recover_stale() (I7, item 4)");
+    if (r.num.count("mine_after_recover") != 0 && num("mine_after_recover") != num("mine_before"))
+      fail(where, "the new image's recover_stale() freed slots of its own (live) identity");
     if (num("released") != num("mine_before"))
       fail(where, "release_owner(getpid()) freed " + std::to_string(num("released")) + " slots, but " +
                       std::to_string(num("mine_before")) + " words named the process (X2)");
@@ -283,7 +293,8 @@ class exec_sweeper {
   }
 
   // The child: the old image.  Runs the operation armed at n; execs there.
-  [[noreturn]] static void old_image(sweep_pool& sp, const exec_scenario& sc, std::uint64_t n, int out) {
+  [[noreturn]] static void old_image(sweep_pool& sp, const exec_scenario& sc, std::uint64_t n, bool recover_first,
+                                     int out) {
     bool ok = false;
     try {
       child_setup c = setup_in_child(sp, sc.op);
@@ -296,7 +307,8 @@ class exec_sweeper {
       }
       const int fd = ::dup(sp.pool.memfd());  // without FD_CLOEXEC: the new image attaches it
       static std::vector<std::string> args;
-      args = {"pool_crash_sweep", "--exec-image", std::to_string(fd), std::to_string(out)};
+      args = {"pool_crash_sweep", "--exec-image", std::to_string(fd), std::to_string(out),
+              recover_first ? "recover" : "release"};
       static std::vector<char*> argv;
       argv.clear();
       for (auto& a : args) argv.push_back(a.data());
@@ -331,7 +343,7 @@ class exec_sweeper {
 
 }  // namespace
 
-void pool_exec_image(int pool_fd, int out) {
+void pool_exec_image(int pool_fd, int out, bool recover_first) {
   ::alarm(image_bound_s);
   std::string r;
   const char* site = std::getenv("SHMPOOL_CRASH_EXEC_SITE");
@@ -344,6 +356,11 @@ void pool_exec_image(int pool_fd, int out) {
     for (const std::string& p : pool.check()) r += line_of("before", p);
     r += line_of("entries_before", std::to_string(entries_naming(view, me)));
     r += line_of("mine_before", std::to_string(words_naming(view, me)));
+    if (recover_first) {
+      (void)pool.recover_stale();  // frees nothing of this (live) identity; takes an earlier image's entries
+      r += line_of("entries_after_recover", std::to_string(entries_naming(view, me)));
+      r += line_of("mine_after_recover", std::to_string(words_naming(view, me)));
+    }
     r += line_of("released", std::to_string(pool.release_owner(::getpid())));
     r += line_of("mine_after", std::to_string(words_naming(view, me)));
     r += line_of("entries_after", std::to_string(entries_naming(view, me)));

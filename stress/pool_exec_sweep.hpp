@@ -23,6 +23,10 @@
 //       left goes with it);
 //   X3  check() afterwards reports nothing about this process (only marks
 //       and planted dead owners, which recovery repairs).
+// Every point runs twice: the new image releases at once, or first calls
+// recover_stale(), which must free none of its (live) slots and must take
+// every waiter entry of the earlier image (I7: no thread of this image
+// waits), before release_owner.
 // Then the sweeper (another process) checks, while the new image is a
 // zombie: X4 no word and no waiter entry names it, stats().waiters is 0;
 // and after recover_stale() and reaping, as the kill sweep does, the pool
@@ -48,8 +52,9 @@ struct pool_exec_figures {
 // json: where to write the figures ("" for none).
 pool_exec_figures run_pool_exec_sweep(const std::string& json);
 
-// The new image (pool_crash_sweep --exec-image FD OUT): judges the pool of
-// FD as X1-X3 need and writes its findings to OUT, then exits 0.
-[[noreturn]] void pool_exec_image(int pool_fd, int out);
+// The new image (pool_crash_sweep --exec-image FD OUT release|recover):
+// judges the pool of FD as X1-X3 need and writes its findings to OUT, then
+// exits 0.  recover_first: recover_stale() before release_owner.
+[[noreturn]] void pool_exec_image(int pool_fd, int out, bool recover_first);
 
 }  // namespace stress
