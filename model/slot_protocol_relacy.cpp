@@ -97,6 +97,7 @@ struct shared_pool {
     control.frees_mark.store(0, rl::mo_relaxed, $);
     control.mark_seq.store(0, rl::mo_relaxed, $);
     control.wake_seq.store(0, rl::mo_relaxed, $);
+    for (auto& r : control.entry_revokes) r.store(0, rl::mo_relaxed, $);
     control.waits.store(0, rl::mo_relaxed, $);
     control.timeouts.store(0, rl::mo_relaxed, $);
     control.recoveries.store(0, rl::mo_relaxed, $);

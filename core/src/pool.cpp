@@ -342,34 +342,32 @@ std::uint64_t start_slot_for(std::uint64_t identity, std::uint64_t capacity) noe
 
 }  // namespace
 
-// A reader/writer lock whose writer waits a bounded time: glibc's default
-// rwlock (and std::shared_mutex over it) prefers readers, so threads that
-// take the shared side in a loop (notify, eventfd_consume) starve a writer
-// (eventfd(), eventfd_set()) forever.  With writers preferred, a waiting
-// writer stops new readers and gets the lock once the current ones leave.
-// Never taken recursively.  Meets Lockable and SharedLockable.
-class writer_preferring_rwlock {
- public:
-  writer_preferring_rwlock() {
-    pthread_rwlockattr_t attr;
-    pthread_rwlockattr_init(&attr);
-#if !defined(SHMPOOL_MUTANT_READER_PREFERRING_LOCK)
-    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-#endif
-    pthread_rwlock_init(&lock_, &attr);
-    pthread_rwlockattr_destroy(&attr);
+// The eventfd a handle notifies through, kept alive by whoever uses it: a
+// notify or consume copies the holder and uses the fd with no lock held
+// (a consume may block on a caller's fd for as long as it likes), and
+// eventfd_set swaps the holder; the last user of an owned fd closes it.
+// Readers and writers meet only for a pointer copy under one mutex for the
+// whole library, which a fork handler holds across fork: a child never
+// inherits it held.  Format 3 held a reader-preferring rwlock across the
+// system call, and ten threads looping on notify starved eventfd_set
+// forever; a writer-preferring one deadlocked a consume blocked on a
+// caller's fd against the notify queued behind a waiting eventfd_set.
+struct eventfd_holder {
+  int fd = -1;
+  bool owned = false;  // created by eventfd(): closed with its last user
+  eventfd_holder(int f, bool o) noexcept : fd(f), owned(o) {}
+  eventfd_holder(const eventfd_holder&) = delete;
+  eventfd_holder& operator=(const eventfd_holder&) = delete;
+  ~eventfd_holder() {
+    if (owned && fd >= 0) platform::sys::close(fd);
   }
-  writer_preferring_rwlock(const writer_preferring_rwlock&) = delete;
-  writer_preferring_rwlock& operator=(const writer_preferring_rwlock&) = delete;
-  ~writer_preferring_rwlock() { pthread_rwlock_destroy(&lock_); }
-  void lock() { pthread_rwlock_wrlock(&lock_); }
-  void unlock() { pthread_rwlock_unlock(&lock_); }
-  void lock_shared() { pthread_rwlock_rdlock(&lock_); }
-  void unlock_shared() { pthread_rwlock_unlock(&lock_); }
-
- private:
-  pthread_rwlock_t lock_;
 };
+std::mutex g_eventfd_swap;  // held for a pointer copy or swap, never across a system call
+[[maybe_unused]] const bool g_eventfd_swap_fork_safe = [] {
+  ::pthread_atfork([] { g_eventfd_swap.lock(); }, [] { g_eventfd_swap.unlock(); },
+                   [] { g_eventfd_swap.unlock(); });
+  return true;
+}();
 
 // The process-local handle state.  Every bound here was validated at open
 // and is never re-read from the mapping.
@@ -386,7 +384,6 @@ class pool_core {
   ~pool_core() {
     platform::sys::munmap(base_, layout_.total_size);
     if (fd_ >= 0) platform::sys::close(fd_);
-    if (eventfd_owned_ && eventfd_ >= 0) platform::sys::close(eventfd_);
   }
 
   static pool_view<shm_platform> view_of(std::byte* base, const pool_layout& l) noexcept {
@@ -419,9 +416,18 @@ class pool_core {
   // The eventfd state, one unit: written only under the exclusive lock;
   // notify/consume hold the shared lock while they use the fd, so an fd is
   // never closed under them.  eventfd_ is atomic only for fileno().
-  mutable writer_preferring_rwlock eventfd_lock_;
+  std::shared_ptr<const eventfd_holder> eventfd_holder_;  // under g_eventfd_swap
   std::atomic<int> eventfd_{-1};
-  bool eventfd_owned_ = false;  // guarded by eventfd_lock_
+  std::shared_ptr<const eventfd_holder> eventfd_in_use() const {
+    std::lock_guard guard(g_eventfd_swap);
+    return eventfd_holder_;
+  }
+#if defined(SHMPOOL_MUTANT_READER_PREFERRING_LOCK)
+  // Defect (format 3): a reader-preferring lock held across every use of
+  // the fd; eventfd_set waits for a moment with no user, which ten looping
+  // users never give it.
+  mutable std::shared_mutex mutant_users_;
+#endif
 };
 
 // ---- factories ---------------------------------------------------------------
@@ -1073,16 +1079,16 @@ bool pool_base::unlink() const {
   return c.path_ && platform::sys::unlink(c.path_->c_str()) == 0;
 }
 
-// ---- eventfd: one unit under eventfd_lock_ (pool.hpp says every order) ----
+// ---- eventfd: a holder swapped under g_eventfd_swap, used with no lock held ----
 
 int pool_base::eventfd() {
   pool_core& c = live();
-  std::unique_lock lock(c.eventfd_lock_);
-  if (const int fd = c.eventfd_.load(); fd >= 0) return fd;
-  const int fd = platform::sys::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  std::lock_guard lock(g_eventfd_swap);
+  if (c.eventfd_holder_) return c.eventfd_holder_->fd;
+  const int fd = platform::sys::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);  // never blocks
   if (fd < 0) fail_errno(errno, "pool", "eventfd");
+  c.eventfd_holder_ = std::make_shared<const eventfd_holder>(fd, true);
   c.eventfd_.store(fd);
-  c.eventfd_owned_ = true;
   return fd;
 }
 
@@ -1091,32 +1097,38 @@ void pool_base::eventfd_set(int fd) {
   if (fd < -1) throw std::invalid_argument("shmpool: eventfd_set(" + std::to_string(fd) + "): not an fd (-1 detaches)");
   if (fd >= 0 && platform::sys::fcntl(fd, F_GETFD) < 0)
     throw std::invalid_argument("shmpool: eventfd_set(" + std::to_string(fd) + "): not an open fd");
-  std::unique_lock lock(c.eventfd_lock_);
-  const int old = c.eventfd_.load();
-  if (fd == old) return;  // e.g. eventfd_set(fileno()): ownership unchanged
-  // No notify/consume is inside the fd now (they hold the shared lock).
-  if (c.eventfd_owned_ && old >= 0) platform::sys::close(old);
-  c.eventfd_.store(fd);
-  c.eventfd_owned_ = false;
+  auto next = fd >= 0 ? std::make_shared<const eventfd_holder>(fd, false) : nullptr;
+#if defined(SHMPOOL_MUTANT_READER_PREFERRING_LOCK)
+  std::unique_lock users(c.mutant_users_);
+#endif
+  std::shared_ptr<const eventfd_holder> old;  // released after the lock: its last user closes an owned fd
+  {
+    std::lock_guard lock(g_eventfd_swap);
+    if (fd == c.eventfd_.load()) return;  // e.g. eventfd_set(fileno()): ownership unchanged
+    old = std::exchange(c.eventfd_holder_, std::move(next));
+    c.eventfd_.store(fd);
+  }
 }
 
 int pool_base::fileno() const noexcept { return core_ ? core_->eventfd_.load() : -1; }
 
 bool pool_base::notify() const {
-  pool_core& c = live();
-  std::shared_lock lock(c.eventfd_lock_);
-  const int fd = c.eventfd_.load();
-  if (fd < 0) return false;
+#if defined(SHMPOOL_MUTANT_READER_PREFERRING_LOCK)
+  std::shared_lock users(live().mutant_users_);
+#endif
+  const auto h = live().eventfd_in_use();
+  if (!h) return false;
   const std::uint64_t one = 1;
-  return platform::sys::write(fd, &one, sizeof one) == sizeof one;
+  return platform::sys::write(h->fd, &one, sizeof one) == sizeof one;
 }
 
 std::uint64_t pool_base::eventfd_consume() const {
-  pool_core& c = live();
-  std::shared_lock lock(c.eventfd_lock_);
-  const int fd = c.eventfd_.load();
+#if defined(SHMPOOL_MUTANT_READER_PREFERRING_LOCK)
+  std::shared_lock users(live().mutant_users_);
+#endif
+  const auto h = live().eventfd_in_use();
   std::uint64_t count = 0;
-  if (fd < 0 || platform::sys::read(fd, &count, sizeof count) != sizeof count) return 0;
+  if (!h || platform::sys::read(h->fd, &count, sizeof count) != sizeof count) return 0;
   return count;
 }
 

@@ -10,6 +10,7 @@
 // schedules exhaustively (model/slot_protocol_relacy.cpp, "same process").
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -348,6 +349,15 @@ TEST(PoolProgress, RecoverStaleInTheNewImageClearsWaiterEntriesLeftBeforeExec) {
   EXPECT_EQ(p.stats().waiters, 0u);
 }
 
+TEST(PoolProgress, RecoveryBesideALiveWaiterOfTheNewImageStillClearsTheOldImagesEntries) {
+  temp_dir d;
+  const fs::path path = d.file("exec-waiters.shm");
+  { auto p = shmpool::i64_pool::open(path, 2); }
+  pid_t child = 0;
+  EXPECT_EQ(exec_with_waiters_asleep(path, 8, "recover_beside_a_waiter", &child), 0)
+      << "the new image's checks failed (its output above names which)";
+}
+
 // From another process: release_owner(pid) and reset() take the entries too.
 TEST(PoolProgress, ReleaseOwnerAndResetTakeWaiterEntriesLeftBeforeExec) {
   for (const std::string how : {"release_owner", "reset"}) {
@@ -387,6 +397,21 @@ TEST(PoolExecHelper, AfterExec) {
     for (;;) ::pause();  // the parent checks, then kills us
   }
   ASSERT_EQ(p.stats().waiters, 8u) << "the old image's sleepers were not all registered";
+  if (mode == "recover_beside_a_waiter") {
+    // A thread of this image cannot register (every entry is the old
+    // image's); recovery must clear them although this image now waits.
+    std::atomic<bool> got{false};
+    std::thread t([&] { got = p.alloc(5s).has_value(); });
+    std::this_thread::sleep_for(50ms);
+    p.recover_stale();
+    const auto until = clock_type::now() + 2s;
+    while (p.stats().waiters != 1 && clock_type::now() < until) std::this_thread::sleep_for(1ms);
+    EXPECT_EQ(p.stats().waiters, 1u) << "the old image's entries survived a recovery beside a live waiter";
+    p.free(0);
+    t.join();
+    EXPECT_TRUE(got.load());
+    return;
+  }
   bool named = false;
   for (const auto& problem : p.check()) named |= problem.find("waiter entry") != std::string::npos;
   EXPECT_TRUE(named) << "check() did not report the waiter entries no thread of this image holds";
@@ -399,6 +424,173 @@ TEST(PoolExecHelper, AfterExec) {
   EXPECT_EQ(p.stats().waiters, 1u);
   p.free(0);
   t.join();
+}
+
+// ---- I7: a revoked entry is never shared by two threads of one process ----------
+//
+// Thread A sleeps registered; release_owner(own pid) revokes its entry and
+// wakes it; thread B, of the same process, registers at once, often into
+// A's old entry (the same value: this process's identity).  Both must still
+// be woken by the frees that follow.  Before the revocation counts, A could
+// keep B's entry as its own, and the first of them to leave unregistered the
+// other: a blocking alloc slept beside a free slot.
+TEST(PoolProgress, ARevokedWaiterEntryIsNeverSharedByTwoThreadsOfOneProcess) {
+  const auto start = clock_type::now();
+  int trials = 0, shared_entry_rounds = 0;
+  for (; trials < 40 && clock_type::now() < start + 15s; ++trials) {
+    auto p = shmpool::i64_pool::anonymous(2);
+    const auto a = p.try_alloc(), b = p.try_alloc();
+    ASSERT_TRUE(a && b);
+    std::atomic<int> done{0};
+    std::atomic<bool> go{false};
+    std::thread ta([&] { done += p.alloc(5s).has_value(); });
+    while (p.stats().waiters != 1) std::this_thread::sleep_for(1ms);
+    std::this_thread::sleep_for(5ms);  // A asleep
+    std::thread tb([&] {
+      await([&] { return go.load(); });
+      done += p.alloc(5s).has_value();
+    });
+    p.release_owner(::getpid());  // revokes A's entry (an operator's release, e.g. after exec) and wakes A
+    go = true;                    // B races A back into the entries
+    std::this_thread::sleep_for(30ms);
+    shared_entry_rounds += p.stats().waiters < 2;
+    p.free(*a);
+    std::this_thread::sleep_for(20ms);
+    p.free(*b);
+    const auto until = clock_type::now() + 3s;
+    while (done.load() < 2 && clock_type::now() < until) std::this_thread::sleep_for(1ms);
+    const int got = done.load();
+    ta.join();
+    tb.join();
+    ASSERT_EQ(got, 2) << "trial " << trials << ": a blocking alloc slept beside a free slot (lost wake-up) after "
+                      << "its entry was revoked and taken by a thread of its own process";
+  }
+  RecordProperty("trials", trials);
+  RecordProperty("rounds_with_one_entry_for_two_threads", shared_entry_rounds);
+}
+
+// ---- C1: a claimant never waits for the checked-free gate -------------------------
+//
+// A signal handler allocates while its own thread may stand inside a guard's
+// checked free (the gate raised).  The claim must give the slot back and
+// go elsewhere, never wait for the gate: the thread under the handler can
+// not lower it.
+std::atomic<shmpool::i64_pool*> g_signal_pool{nullptr};
+std::atomic<std::uint64_t> g_signal_allocs{0};
+void allocate_in_handler(int) {
+  if (auto* p = g_signal_pool.load()) {
+    if (const auto i = p->try_alloc()) {
+      p->free(*i);
+      g_signal_allocs.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+}
+
+TEST(PoolProgress, ASignalHandlerThatAllocatesDuringItsThreadsCheckedFreeNeverHangs) {
+  const int rc = [] {
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      ::alarm(20);  // a hang ends as SIGALRM, not at ctest's timeout
+      auto p = shmpool::i64_pool::anonymous(4);
+      g_signal_pool = &p;
+      struct sigaction sa {};
+      sa.sa_handler = allocate_in_handler;
+      ::sigaction(SIGPROF, &sa, nullptr);
+      itimerval every{{0, 50}, {0, 50}};
+      ::setitimer(ITIMER_PROF, &every, nullptr);
+      const auto until = clock_type::now() + 2s;
+      std::uint64_t guards = 0;
+      while (clock_type::now() < until) {
+        auto g = p.try_alloc_guard();
+        ++guards;
+      }
+      itimerval off{};
+      ::setitimer(ITIMER_PROF, &off, nullptr);
+      ::_exit(guards > 0 && g_signal_allocs.load() > 0 ? 0 : 2);
+    }
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 100 + WTERMSIG(status);
+  }();
+  EXPECT_EQ(rc, 0) << (rc == 100 + SIGALRM ? "hung: a claim in the signal handler waited for its own thread's gate"
+                                           : "the handler never allocated (rc " + std::to_string(rc) + ")");
+}
+
+// ---- the eventfd: no call waits for another's system call -----------------------
+//
+// A consumer blocks in eventfd_consume() on the caller's blocking eventfd;
+// eventfd_set() then swaps the fd; notify() must still get through (it is
+// what wakes the consumer).  A lock held across the consumer's read made
+// the three wait on each other.
+TEST(PoolProgress, NotifyGetsThroughWhileAConsumerBlocksAndEventfdSetSwaps) {
+  auto p = shmpool::i64_pool::anonymous(1);
+  const int fd = ::eventfd(0, EFD_CLOEXEC);  // blocking mode: the caller's
+  ASSERT_GE(fd, 0);
+  p.eventfd_set(fd);
+  std::atomic<bool> consumed{false}, set_done{false}, notified{false};
+  std::thread consumer([&] {
+    (void)p.eventfd_consume();  // blocks: the counter is 0
+    consumed = true;
+  });
+  std::this_thread::sleep_for(50ms);
+  const int other = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  std::thread setter([&] {
+    p.eventfd_set(other);
+    set_done = true;
+  });
+  const auto until = clock_type::now() + 3s;
+  while (!set_done && clock_type::now() < until) std::this_thread::sleep_for(1ms);
+  EXPECT_TRUE(set_done.load()) << "eventfd_set() waited for a consumer blocked on the old fd";
+  p.eventfd_set(fd);
+  std::thread notifier([&] { notified = p.notify(); });
+  const auto until2 = clock_type::now() + 3s;
+  while (!(notified && consumed) && clock_type::now() < until2) std::this_thread::sleep_for(1ms);
+  EXPECT_TRUE(notified.load()) << "notify() waited behind eventfd_set() and the blocked consumer";
+  EXPECT_TRUE(consumed.load()) << "the consumer was not woken through the fd it blocked on";
+  ::eventfd_write(fd, 1);  // whatever happened, let every thread finish
+  setter.join();
+  notifier.join();
+  consumer.join();
+  p.eventfd_set(-1);
+  ::close(fd);
+  ::close(other);
+}
+
+// A fork while other threads notify and swap fds: the child's first notify
+// returns (no lock is inherited held).
+TEST(PoolProgress, AForkWhileThreadsNotifyAndSwapLeavesTheChildsEventfdUsable) {
+  auto p = shmpool::i64_pool::anonymous(1);
+  (void)p.eventfd();
+  std::atomic<bool> stop{false};
+  std::thread notifier([&] {
+    while (!stop) (void)p.notify();
+  });
+  std::thread swapper([&] {
+    while (!stop) {
+      const int fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+      p.eventfd_set(fd);
+      p.eventfd_set(-1);
+      ::close(fd);
+    }
+  });
+  int hung = 0, forks = 0;
+  const auto until = clock_type::now() + 2s;
+  for (; forks < 200 && clock_type::now() < until; ++forks) {
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      ::alarm(2);
+      (void)p.notify();
+      (void)p.eventfd_consume();
+      ::_exit(0);
+    }
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    hung += !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  }
+  stop = true;
+  notifier.join();
+  swapper.join();
+  EXPECT_EQ(hung, 0) << hung << " of " << forks << " fork children hung in their first notify/consume";
 }
 
 }  // namespace

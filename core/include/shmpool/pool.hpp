@@ -523,16 +523,18 @@ class pool_base {
   // ---- eventfd ----
   // The handle's eventfd slot holds nothing, the pool's own eventfd, or the
   // caller's fd; all five members are safe from any number of threads at
-  // once, in any order.  notify() and eventfd_consume() hold a shared lock
-  // across their use of the fd, and the pool closes its own eventfd only
-  // under the exclusive lock, so they never touch an fd number the pool has
-  // closed (and the kernel may have reused).  The eventfd belongs to this
+  // once, in any order.  notify() and eventfd_consume() take a reference to
+  // the current fd and use it with no lock held; the pool closes its own
+  // eventfd only when its last user lets go, so they never touch an fd
+  // number the pool has closed (and the kernel may have reused).  No call
+  // waits for another's system call: eventfd_set() returns while other
+  // threads loop on notify(), or block in eventfd_consume() on a caller's
+  // blocking fd (which then keeps reading the fd it started with).  The eventfd belongs to this
   // handle, in this process; nothing in the pool writes it by itself.
   // The handle's destructor closes the pool's own eventfd, never the caller's.
 
   /// Returns the current eventfd; if none, creates the pool's own
-  /// (eventfd(2), non-blocking, CLOEXEC).  Takes the handle's eventfd lock
-  /// (exclusive).
+  /// (eventfd(2), non-blocking, CLOEXEC).
   /// @throws shmpool::error with the errno of eventfd(2), or
   ///         errc::invalid_handle.
   int eventfd();
@@ -540,8 +542,8 @@ class pool_base {
   /// (keep it open until detached or the handle is gone).  The pool's own
   /// eventfd, if any, is closed.  fd == the current fd changes nothing
   /// (eventfd_set(fileno()) keeps the pool's own fd, still closed by the
-  /// pool).  fd == -1 detaches (closing the pool's own).  Checks fd with
-  /// fcntl(F_GETFD); takes the handle's eventfd lock (exclusive).
+  /// pool).  fd == -1 detaches (closing the pool's own once no notify or
+  /// consume uses it).  Checks fd with fcntl(F_GETFD).
   /// @throws std::invalid_argument if fd < -1 or not an open fd; nothing
   ///         changes then.
   /// @throws shmpool::error errc::invalid_handle.
@@ -549,11 +551,11 @@ class pool_base {
   /// The current eventfd or -1 (also when moved from).  Another thread may
   /// detach it right after: use notify/eventfd_consume to be safe.
   int fileno() const noexcept;
-  /// Adds 1 to the eventfd's counter (write(2), under the shared lock).
+  /// Adds 1 to the eventfd's counter (write(2)).
   /// @return false if there is no eventfd or the write failed.
   /// @throws shmpool::error errc::invalid_handle.
   bool notify() const;
-  /// Drains the eventfd's counter (read(2), under the shared lock) and
+  /// Drains the eventfd's counter (read(2)) and
   /// returns it: 0 if there is no eventfd or it is empty.  The pool's own
   /// eventfd never blocks; a caller's fd in blocking mode blocks while its
   /// counter is 0.

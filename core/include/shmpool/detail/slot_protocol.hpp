@@ -86,7 +86,7 @@
 //       no thread of this image waits (left before exec), and by
 //       release_owner/reset, which then wake every sleeper to re-register.
 //   C1  a checked free that frees nothing never writes the word; a claimant
-//       of this process waits at its gate while one is deciding.
+//       of this process that finds its gate raised gives its slot back.
 //   C2  a claim returns the generation it counted; a guard carries it.
 //   C3  stats() counts CLAIMING as not yet freed: frees is never ahead.
 //   W1  no lost wake-up: a freer's CAS to FREE (O3, seq_cst) precedes its
@@ -225,6 +225,11 @@ template <class P>
 struct pool_control {
   alignas(64) typename P::template atomic<std::uint64_t> waiter[waiter_slots];  // I7: identity or 0
   alignas(64) typename P::template atomic<int> wake_seq;
+  // I7: entry k's revocations; whoever clears another thread's entry bumps
+  // it first, so a waiter tells its own registration from a later one of a
+  // thread of the same process (the same identity).  In the line's padding,
+  // which format 3 zero-fills.
+  typename P::template atomic<std::uint32_t> entry_revokes[waiter_slots];
   alignas(64) typename P::template atomic<std::uint64_t> waits;
   typename P::template atomic<std::uint64_t> timeouts;
   typename P::template atomic<std::uint64_t> recoveries;
@@ -255,6 +260,7 @@ enum class claim_outcome { claimed, full, in_flux };
 struct waiter_ctx {
   int entry = -1;
   int seq = 0;
+  std::uint32_t revokes = 0;  // the entry's revocations when this thread took it (I7)
 };
 
 template <class P, class O = pool_orders>
@@ -362,11 +368,14 @@ class slot_protocol {
   // that can write ALLOCATED(me)) would make the CAS free a later
   // allocation.  The gate closes that window without touching the word:
   //   checked free: raise gate (O14) ; read word (O11), allocs ; CAS ; lower (O16)
-  //   claimant:     claim CAS (O1) ; read gate (O15) ; [wait] ; count ; publish
+  //   claimant:     claim CAS (O1) ; read gate (O15) ; count ; publish
+  //                 (gate raised: CLAIMING(me) -CAS-> FREE, look elsewhere)
   // All four of O14, O11, O1, O15 are seq_cst: either the claimant reads the
-  // raised gate and publishes only after it is lowered (the CAS meanwhile
-  // sees CLAIMING and fails), or its claim precedes the word read, which
-  // then sees CLAIMING, or ALLOCATED(me) with allocs > g (acquire of O2).
+  // raised gate and gives the slot back (the CAS sees CLAIMING or FREE and
+  // fails), or its claim precedes the word read, which then sees CLAIMING,
+  // or ALLOCATED(me) with allocs > g (acquire of O2).  Nobody ever waits for
+  // the gate: a signal handler that allocates while its own thread is in
+  // here, or a real-time thread above a preempted one, would wait forever.
   // The gate is this process's own memory (P::checked_free_gate): another
   // process never waits on it, and a fork child starts with it lowered.
   bool free_if_held(std::uint64_t s, std::uint64_t owner, std::uint64_t generation) {
@@ -459,7 +468,10 @@ class slot_protocol {
     repair_group_marks();
     // I7: reset takes every entry; a live waiter whose entry it took is
     // woken by the bump below and registers again (wait_until_claimed).
-    for (unsigned k = 0; k < waiter_slots; ++k) P::store(v_.control->waiter[k], std::uint64_t{0}, mo::seq_cst);
+    for (unsigned k = 0; k < waiter_slots; ++k) {
+      const std::uint64_t id = P::load(v_.control->waiter[k], mo::acquire);
+      if (id != 0) revoke_entry(k, id);
+    }
     wake(v_);
   }
 
@@ -482,15 +494,18 @@ class slot_protocol {
       ++freed;
     }
     if (freed != 0) P::fetch_add(v_.control->recoveries, std::uint64_t{freed}, mo::relaxed);
+    // An image that exec'd between a free's CAS and its group check left a
+    // mark over the freed slot: the operator's release covers it too.
+    repair_group_marks();
     // I7: the entries naming pid go with its slots (an image before exec
     // left them: the same identity).  A live waiter among them is woken by
     // the bump and registers again.
 #if !defined(SHMPOOL_MUTANT_EXEC_WAITERS_KEPT)
     for (unsigned k = 0; k < waiter_slots; ++k) {
-      std::uint64_t id = P::load(v_.control->waiter[k], mo::acquire);
+      const std::uint64_t id = P::load(v_.control->waiter[k], mo::acquire);
       if (id != 0 && platform::identity_pid(id) == pid &&
           platform::identity_ns_tag(id) == platform::identity_ns_tag(me))
-        P::cas(v_.control->waiter[k], id, std::uint64_t{0}, mo::seq_cst);
+        revoke_entry(k, id);
     }
 #endif
     wake(v_);
@@ -500,49 +515,39 @@ class slot_protocol {
   // I7: a waiter killed while registered leaves its entry behind; clear
   // every entry whose identity is certainly dead (or that names no process:
   // pid 0 is never an identity's, e.g. an older format's waiter count), and
-  // every entry naming this process that no thread of this image holds (an
-  // image before exec left it: exec keeps the identity, P1/I7).  Returns the
+  // every entry naming this process: an image before exec left it (exec
+  // keeps the identity), or a live thread of this process holds it, which
+  // the revocation and the wake below send to register again.  Returns the
   // entries cleared.
   std::size_t clear_dead_waiters() {
     std::size_t cleared = 0;
     const std::uint64_t me = P::self_identity();
-    bool mine_seen = false;
+    bool mine_revoked = false;
     for (unsigned k = 0; k < waiter_slots; ++k) {
-      std::uint64_t id = P::load(v_.control->waiter[k], mo::acquire);
+      const std::uint64_t id = P::load(v_.control->waiter[k], mo::acquire);
       if (id == 0) continue;
       if (id == me) {
-        mine_seen = true;
+#if !defined(SHMPOOL_MUTANT_EXEC_WAITERS_KEPT)
+        if (revoke_entry(k, id)) ++cleared;
+        mine_revoked = true;
+#endif
         continue;
       }
       if (platform::identity_pid(id) != 0 && !P::certainly_dead(id)) continue;
-      if (P::cas(v_.control->waiter[k], id, std::uint64_t{0}, mo::relaxed)) ++cleared;
+      if (revoke_entry(k, id)) ++cleared;
     }
-#if !defined(SHMPOOL_MUTANT_EXEC_WAITERS_KEPT)
-    if (mine_seen) cleared += clear_entries_of_earlier_image(me);
-#endif
+    if (mine_revoked) wake(v_);
     return cleared;
   }
 
-  // I7 after exec: entries naming this identity are this image's only while
-  // a thread of it waits.  The image's waiter count (P::image_waiters, this
-  // process's memory, zero after exec and in a fork child) is raised before
-  // a thread takes an entry and lowered after it gives it back; holding it
-  // at "closed" (< 0) while clearing means no thread of this image holds or
-  // takes an entry meanwhile.  When a thread of this image waits, nothing is
-  // cleared (the count is not 0): conservative, retried at the next call.
-  std::size_t clear_entries_of_earlier_image(std::uint64_t me) {
-    auto& image = P::image_waiters();
-    int idle = 0;
-    if (!P::cas(image, idle, image_closed, mo::seq_cst)) return 0;
-    std::size_t cleared = 0;
-    for (unsigned k = 0; k < waiter_slots; ++k) {
-      std::uint64_t id = me;
-      if (P::cas(v_.control->waiter[k], id, std::uint64_t{0}, mo::seq_cst)) ++cleared;
-    }
-    P::store(image, 0, mo::seq_cst);
-    return cleared;
+  // I7: clears entry k if it still names `id`, bumping its revocations
+  // first: a live holder (woken by the caller) sees the count moved and
+  // registers again, never mistaking a later registration of a thread of
+  // its own process (the same value) for its own.
+  bool revoke_entry(unsigned k, std::uint64_t id) {
+    P::fetch_add(v_.control->entry_revokes[k], std::uint32_t{1}, mo::seq_cst);
+    return P::cas(v_.control->waiter[k], id, std::uint64_t{0}, mo::seq_cst);
   }
-  static constexpr int image_closed = -(1 << 30);
 
   // ---- status --------------------------------------------------------------
   bool is_allocated(std::uint64_t slot) const {
@@ -706,6 +711,8 @@ class slot_protocol {
           slot.slot = t;
           return true;
         }
+        // Refused at this process's checked-free gate (C1): back in a moment.
+        if (P::load(v_.meta[t].word, scan) == 0 && P::load(P::checked_free_gate(), mo::relaxed) != 0) flux = true;
       } else if (state_of(w) == slot_state::releasing) {
         flux = true;
       }
@@ -788,10 +795,14 @@ class slot_protocol {
         P::crash_point(crash_site::alloc_n_partial);
       }
     }
-    if (got.size() == n) {
+    // C1: one gate read after every claim CAS of the batch; raised, the
+    // batch rolls back (in flux) rather than wait for another thread.
+    const bool gate_raised = got.size() == n && P::load(P::checked_free_gate(), O::gate_read) != 0;  // O15
+    if (got.size() == n && !gate_raised) {
       for (const std::uint64_t s : got) publish_claim(s, me);
       return claim_outcome::claimed;
     }
+    in_flux |= gate_raised;
     for (const std::uint64_t s : got) {
       std::uint64_t expected = make_slot_word(slot_state::claiming, me);
       // Only we write CLAIMING(me) (I3), unless a reset took it: then it is not ours.
@@ -831,22 +842,34 @@ class slot_protocol {
     P::crash_point(crash_site::alloc_claimed);
 #endif
     if (publish) {
+      // C1: no ALLOCATED(me) may appear while a checked free of this process
+      // stands between its word read and its CAS.  The gate read (O15)
+      // follows O1; a raised gate makes the claim give the slot back rather
+      // than wait for another thread (see free_if_held).
+      if (P::load(P::checked_free_gate(), O::gate_read) != 0) [[unlikely]] {  // O15
+        unclaim_in(v, s, me);
+        return false;
+      }
       const std::uint64_t g = publish_claim_in(v, s, me);
       if (generation != nullptr) *generation = g;
     }
     return true;
   }
+  // C1's refusal: CLAIMING(me) -CAS-> FREE with a free's duties (a scanner
+  // or waiter may have passed the slot while it was ours).
+  [[gnu::noinline, gnu::cold]] static void unclaim_in(const pool_view<P>& v, std::uint64_t s, std::uint64_t me) {
+    std::uint64_t expected = make_slot_word(slot_state::claiming, me);
+    if (!P::cas(v.meta[s].word, expected, std::uint64_t{0}, O::release)) return;  // O3; a reset took it
+    after_free_in(v, s);
+    if (waiter_seen(v, -1)) wake(v);
+  }
 
   // CLAIMING(me) -> ALLOCATED(me), counting the allocation first (I6).
-  // Returns the generation counted (C2).
+  // Returns the generation counted (C2).  The caller has read the gate
+  // (O15) after its claim CAS and found it lowered (C1).
   std::uint64_t publish_claim(std::uint64_t s, std::uint64_t me) { return publish_claim_in(v_, s, me); }
   [[gnu::always_inline]] static std::uint64_t publish_claim_in(const pool_view<P>& v, std::uint64_t s,
                                                                std::uint64_t me) {
-    // C1: no ALLOCATED(me) may appear while a checked free of this process
-    // stands between its word read and its CAS on this slot (that CAS would
-    // free the new allocation).  O15 follows O1: see free_if_held.
-    if (P::load(P::checked_free_gate(), O::gate_read) != 0) [[unlikely]]  // O15
-      wait_for_checked_frees();
     // Only the claimant writes allocs (I3), so load+store suffices; release:
     // a stats() that reads the new count then reads a word no older (I6).
     const std::uint64_t generation = P::load(v.meta[s].allocs, mo::relaxed) + 1;
@@ -855,14 +878,7 @@ class slot_protocol {
     P::crash_point(crash_site::alloc_published);
     return generation;
   }
-  // C1's wait: a checked free of this process holds the gate for a few
-  // instructions (no system call, no wait inside).  Only threads of this
-  // process wait here; a stopped process stops them all.  One gate for the
-  // process: three instructions on the fast path (a bucket per slot would
-  // cost two more, and share the gate's cache line all the same).
-  [[gnu::noinline, gnu::cold]] static void wait_for_checked_frees() {
-    while (P::load(P::checked_free_gate(), O::gate_read) != 0) P::cpu_relax();
-  }
+
 
   // ALLOCATED(x) -CAS-> FREE, then the group check.  False if not allocated.
   bool release(std::uint64_t s) { return release_word(v_, s); }
@@ -939,31 +955,36 @@ class slot_protocol {
       if (P::load(v_.control->waiter[k], mo::relaxed) == 0) return true;
     return false;
   }
-  // I7: this thread counts in its image's waiters before it takes an entry;
-  // waits while clear_entries_of_earlier_image holds the count closed (a
-  // few loads and CASes of the pool's waiter line, no system call).
-  static void join_image_waiters() {
-    auto& image = P::image_waiters();
-    int n = P::load(image, mo::seq_cst);
-    for (;;) {
-      if (n < 0) {
-        P::cpu_relax();
-        n = P::load(image, mo::seq_cst);
-        continue;
-      }
-      if (P::cas(image, n, n + 1, mo::seq_cst)) return;
-    }
-  }
-
-  // Takes a free waiter entry (O9, I7); -1 when all are taken.
-  int register_waiter(std::uint64_t me) {
+  // Takes a free waiter entry (O9, I7) and notes its revocations; entry -1
+  // when all are taken.
+  void register_waiter(std::uint64_t me, waiter_ctx& self) {
+    self.entry = -1;
     for (unsigned k = 0; k < waiter_slots; ++k) {
       std::uint64_t expected = 0;
       if (P::load(v_.control->waiter[k], mo::relaxed) == 0 &&
-          P::cas(v_.control->waiter[k], expected, me, O::waiter_register))
-        return static_cast<int>(k);
+          P::cas(v_.control->waiter[k], expected, me, O::waiter_register)) {
+        self.entry = static_cast<int>(k);
+        self.revokes = P::load(v_.control->entry_revokes[k], mo::seq_cst);
+        return;
+      }
     }
-    return -1;
+  }
+  // Still this thread's: the entry names us and nobody revoked it since.
+  bool still_registered(const waiter_ctx& self, std::uint64_t me) const {
+    return self.entry >= 0 && P::load(v_.control->waiter[self.entry], mo::seq_cst) == me &&
+           P::load(v_.control->entry_revokes[self.entry], mo::seq_cst) == self.revokes;
+  }
+  // Gives the entry back if it is still ours.  A revoker may clear it and a
+  // thread of ours take it again between our check and our CAS (the same
+  // value): then the revocation count has moved by our second look, and the
+  // wake makes that thread see its entry gone and register again.
+  void leave_entry(const waiter_ctx& self, std::uint64_t me) {
+    if (self.entry < 0) return;
+    auto& revokes = v_.control->entry_revokes[self.entry];
+    if (P::load(revokes, mo::seq_cst) != self.revokes) return;  // revoked: not ours to clear
+    std::uint64_t mine = me;
+    P::cas(v_.control->waiter[self.entry], mine, std::uint64_t{0}, mo::seq_cst);
+    if (P::load(revokes, mo::seq_cst) != self.revokes) wake(v_);
   }
 
   // The slow path shared by alloc and alloc_n: register, re-scan, sleep.
@@ -976,9 +997,9 @@ class slot_protocol {
     // earlier image (I7); clear those before this thread joins the image's
     // waiters (after that, its own ticket keeps the image's entries).
     if (!entry_free()) clear_dead_waiters();
-    join_image_waiters();
+    P::fetch_add(P::image_waiters(), 1, mo::seq_cst);  // for check(): this image has a waiter
     waiter_ctx self;
-    self.entry = register_waiter(me);  // O9
+    register_waiter(me, self);  // O9
     P::crash_point(crash_site::wait_registered);
     std::int64_t poll_ns = 50'000;  // in-flux poll, doubling to 10 ms
     bool claimed = false;
@@ -987,8 +1008,7 @@ class slot_protocol {
       // Unregistered, or reset()/release_owner() took the entry (they bump
       // wake_seq after, so a sleeper wakes and gets here): register again
       // before the scan (W1).
-      if (self.entry < 0 || P::load(v_.control->waiter[self.entry], mo::seq_cst) != me)
-        self.entry = register_waiter(me);  // O9
+      if (!still_registered(self, me)) register_waiter(me, self);  // O9
       const claim_outcome got = attempt(O::waiter_scan, self);  // O10
       if (got == claim_outcome::claimed) {
         claimed = true;
@@ -1006,10 +1026,7 @@ class slot_protocol {
       }
       P::futex_wait(v_.control->wake_seq, self.seq, wait_ns);
     }
-    if (self.entry >= 0) {
-      std::uint64_t mine = me;  // not a store: the entry may have been taken from us and given to another
-      P::cas(v_.control->waiter[self.entry], mine, std::uint64_t{0}, mo::relaxed);
-    }
+    leave_entry(self, me);
     P::fetch_sub(P::image_waiters(), 1, mo::seq_cst);
     if (!claimed) P::fetch_add(v_.control->timeouts, std::uint64_t{1}, mo::relaxed);
     return claimed;
