@@ -515,21 +515,25 @@ class slot_protocol {
   // I7: a waiter killed while registered leaves its entry behind; clear
   // every entry whose identity is certainly dead (or that names no process:
   // pid 0 is never an identity's, e.g. an older format's waiter count), and
-  // every entry naming this process: an image before exec left it (exec
-  // keeps the identity), or a live thread of this process holds it, which
-  // the revocation and the wake below send to register again.  Returns the
-  // entries cleared.
+  // the entries naming this process when no thread of this image waits (an
+  // image before exec left them: exec keeps the identity) or when no entry
+  // is free (a waiter of this image could not register beside them): a live
+  // thread among them is sent by the revocation and the wake below to
+  // register again.  Returns the entries cleared.
   std::size_t clear_dead_waiters() {
     std::size_t cleared = 0;
     const std::uint64_t me = P::self_identity();
+    const bool revoke_mine = P::load(P::image_waiters(), mo::seq_cst) == 0 || !entry_free();
     bool mine_revoked = false;
     for (unsigned k = 0; k < waiter_slots; ++k) {
       const std::uint64_t id = P::load(v_.control->waiter[k], mo::acquire);
       if (id == 0) continue;
       if (id == me) {
 #if !defined(SHMPOOL_MUTANT_EXEC_WAITERS_KEPT)
-        if (revoke_entry(k, id)) ++cleared;
-        mine_revoked = true;
+        if (revoke_mine && revoke_entry(k, id)) {
+          ++cleared;
+          mine_revoked = true;
+        }
 #endif
         continue;
       }
