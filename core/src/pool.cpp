@@ -352,9 +352,14 @@ std::uint64_t start_slot_for(std::uint64_t identity, std::uint64_t capacity) noe
 // system call, and ten threads looping on notify starved eventfd_set
 // forever; a writer-preferring one deadlocked a consume blocked on a
 // caller's fd against the notify queued behind a waiting eventfd_set.
+//
+// A caller's fd is used through a dup of it (one open file description:
+// the same counter, the same blocking mode), so the caller may close its
+// own number as soon as eventfd_set() returns although a notify that
+// started before may still be writing: never to a number the kernel reused.
 struct eventfd_holder {
   int fd = -1;
-  bool owned = false;  // created by eventfd(): closed with its last user
+  bool owned = false;  // eventfd()'s own or a caller's dup: closed with its last user
   eventfd_holder(int f, bool o) noexcept : fd(f), owned(o) {}
   eventfd_holder(const eventfd_holder&) = delete;
   eventfd_holder& operator=(const eventfd_holder&) = delete;
@@ -1097,7 +1102,12 @@ void pool_base::eventfd_set(int fd) {
   if (fd < -1) throw std::invalid_argument("shmpool: eventfd_set(" + std::to_string(fd) + "): not an fd (-1 detaches)");
   if (fd >= 0 && platform::sys::fcntl(fd, F_GETFD) < 0)
     throw std::invalid_argument("shmpool: eventfd_set(" + std::to_string(fd) + "): not an open fd");
-  auto next = fd >= 0 ? std::make_shared<const eventfd_holder>(fd, false) : nullptr;
+  std::shared_ptr<const eventfd_holder> next;
+  if (fd >= 0 && fd != c.eventfd_.load()) {
+    const int mine = platform::sys::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (mine < 0) fail_errno(errno, "pool", "fcntl(F_DUPFD_CLOEXEC) of the caller's eventfd");
+    next = std::make_shared<const eventfd_holder>(mine, true);
+  }
 #if defined(SHMPOOL_MUTANT_READER_PREFERRING_LOCK)
   std::unique_lock users(c.mutant_users_);
 #endif
@@ -1105,6 +1115,7 @@ void pool_base::eventfd_set(int fd) {
   {
     std::lock_guard lock(g_eventfd_swap);
     if (fd == c.eventfd_.load()) return;  // e.g. eventfd_set(fileno()): ownership unchanged
+    if (fd >= 0 && !next) return;         // it was current a moment ago: a concurrent set won
     old = std::exchange(c.eventfd_holder_, std::move(next));
     c.eventfd_.store(fd);
   }

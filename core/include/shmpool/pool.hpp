@@ -538,15 +538,19 @@ class pool_base {
   /// @throws shmpool::error with the errno of eventfd(2), or
   ///         errc::invalid_handle.
   int eventfd();
-  /// fd >= 0: use the caller's fd from now on; the pool never closes it
-  /// (keep it open until detached or the handle is gone).  The pool's own
+  /// fd >= 0: use the caller's fd from now on, through a duplicate of it
+  /// (the same eventfd: counter and blocking mode); the pool never closes
+  /// the caller's number, which fileno() reports, and the caller may close
+  /// it whenever it likes (the pool keeps using its duplicate until
+  /// detached).  The pool's own
   /// eventfd, if any, is closed.  fd == the current fd changes nothing
   /// (eventfd_set(fileno()) keeps the pool's own fd, still closed by the
   /// pool).  fd == -1 detaches (closing the pool's own once no notify or
   /// consume uses it).  Checks fd with fcntl(F_GETFD).
   /// @throws std::invalid_argument if fd < -1 or not an open fd; nothing
   ///         changes then.
-  /// @throws shmpool::error errc::invalid_handle.
+  /// @throws shmpool::error with the errno of fcntl(F_DUPFD_CLOEXEC) (no
+  ///         descriptor left), or errc::invalid_handle.
   void eventfd_set(int fd);
   /// The current eventfd or -1 (also when moved from).  Another thread may
   /// detach it right after: use notify/eventfd_consume to be safe.
