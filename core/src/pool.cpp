@@ -1089,7 +1089,7 @@ bool pool_base::unlink() const {
 int pool_base::eventfd() {
   pool_core& c = live();
   std::lock_guard lock(g_eventfd_swap);
-  if (c.eventfd_holder_) return c.eventfd_holder_->fd;
+  if (c.eventfd_holder_) return c.eventfd_.load();  // the number fileno() reports (a caller's, not our dup)
   const int fd = platform::sys::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);  // never blocks
   if (fd < 0) fail_errno(errno, "pool", "eventfd");
   c.eventfd_holder_ = std::make_shared<const eventfd_holder>(fd, true);

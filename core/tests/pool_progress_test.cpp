@@ -527,6 +527,8 @@ TEST(PoolProgress, NotifyGetsThroughWhileAConsumerBlocksAndEventfdSetSwaps) {
   const int fd = ::eventfd(0, EFD_CLOEXEC);  // blocking mode: the caller's
   ASSERT_GE(fd, 0);
   p.eventfd_set(fd);
+  EXPECT_EQ(p.eventfd(), fd) << "eventfd() must name the caller's fd, not the pool's duplicate of it";
+  EXPECT_EQ(p.fileno(), fd);
   std::atomic<bool> consumed{false}, set_done{false}, notified{false};
   std::thread consumer([&] {
     (void)p.eventfd_consume();  // blocks: the counter is 0
