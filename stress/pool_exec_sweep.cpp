@@ -146,22 +146,6 @@ image_report parse_report(const std::string& text) {
   return r;
 }
 
-std::string read_until_eof(int fd, int seconds) {
-  std::string text;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
-  char buf[1024];
-  for (;;) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) break;
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
-    const ssize_t got = ::read(fd, buf, sizeof buf);
-    if (got <= 0) break;
-    text.append(buf, static_cast<std::size_t>(got));
-  }
-  return text;
-}
-
 class exec_sweeper {
  public:
   pool_exec_figures run(std::map<std::string, std::uint64_t>& per_scenario) {

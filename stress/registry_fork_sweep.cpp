@@ -315,22 +315,6 @@ class fork_sweeper {
     return parked;
   }
 
-  static std::string read_until_eof(int fd, int seconds) {
-    std::string text;
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
-    char buf[512];
-    for (;;) {
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-      if (left.count() <= 0) break;
-      pollfd p{fd, POLLIN, 0};
-      if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
-      const ssize_t got = ::read(fd, buf, sizeof buf);
-      if (got <= 0) break;
-      text.append(buf, static_cast<std::size_t>(got));
-    }
-    return text;
-  }
-
   static bool kill_if_running(pid_t pid) {
     if (!process_is_running(pid)) return false;
     // Give it a moment to exit after closing its pipe.

@@ -2,11 +2,13 @@
 #include "stress_util.hpp"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -122,6 +124,22 @@ bool write_text_file(const std::string& path, const std::string& text) {
   std::ofstream out(path, std::ios::trunc);
   out << text << "\n";
   return static_cast<bool>(out);
+}
+
+std::string read_until_eof(int fd, int seconds) {
+  std::string text;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+  char buf[1024];
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) break;
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
+    const ssize_t got = ::read(fd, buf, sizeof buf);
+    if (got <= 0) break;
+    text.append(buf, static_cast<std::size_t>(got));
+  }
+  return text;
 }
 
 }  // namespace stress

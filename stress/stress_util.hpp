@@ -136,4 +136,8 @@ class json_object {
 std::string json_escape(const std::string& s);
 bool write_text_file(const std::string& path, const std::string& text);
 
+// Everything a child writes to fd until it closes its end or `seconds`
+// pass (a child that hangs must not hang its sweeper).
+std::string read_until_eof(int fd, int seconds);
+
 }  // namespace stress

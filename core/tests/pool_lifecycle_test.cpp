@@ -32,6 +32,7 @@
 #include "shmpool/detail/format.hpp"
 #include "shmpool/platform/sys.hpp"
 #include "shmpool/pool.hpp"
+#include "temp_dir.hpp"
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
@@ -40,22 +41,7 @@ namespace {
 
 constexpr int skipped = 77;  // a child that could not set up its namespace
 
-class temp_dir {
- public:
-  explicit temp_dir(const char* base = "/tmp") {
-    std::string tmpl = std::string(base) + "/shmpool-lifecycle-XXXXXX";
-    dir_ = ::mkdtemp(tmpl.data());
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
-  fs::path file(const std::string& name) const { return dir_ / name; }
-  const fs::path& path() const { return dir_; }
-
- private:
-  fs::path dir_;
-};
+using shmpool_test::temp_dir;
 
 // Runs fn in a forked child, killed after `limit`; returns its exit status
 // (fn's value), or 100 + the signal that ended it (SIGALRM: it hung).

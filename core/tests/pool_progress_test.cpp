@@ -28,24 +28,14 @@
 #include <vector>
 
 #include "shmpool/pool.hpp"
+#include "temp_dir.hpp"
 
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
 namespace {
 
-class temp_dir {
- public:
-  temp_dir() {
-    char tmpl[] = "/tmp/shmpool-progress-XXXXXX";
-    dir_ = ::mkdtemp(tmpl);
-  }
-  ~temp_dir() { fs::remove_all(dir_); }
-  fs::path file(const std::string& name) const { return dir_ / name; }
-
- private:
-  fs::path dir_;
-};
+using shmpool_test::temp_dir;
 
 void spin(unsigned turns) {
   for (unsigned k = 0; k < turns; ++k) {

@@ -21,25 +21,14 @@
 
 #include "shmpool/detail/format.hpp"
 #include "shmpool/pool.hpp"
+#include "temp_dir.hpp"
 
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
 namespace {
 
-// A fresh path in a private temporary directory, removed afterwards.
-class temp_dir {
- public:
-  temp_dir() {
-    char tmpl[] = "/tmp/shmpool-test-XXXXXX";
-    dir_ = ::mkdtemp(tmpl);
-  }
-  ~temp_dir() { fs::remove_all(dir_); }
-  fs::path file(const std::string& name) const { return dir_ / name; }
-
- private:
-  fs::path dir_;
-};
+using shmpool_test::temp_dir;
 
 std::span<const std::byte> bytes_of(std::string_view s) {
   return {reinterpret_cast<const std::byte*>(s.data()), s.size()};
